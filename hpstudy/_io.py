@@ -65,10 +65,10 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
+    if hasattr(obj, "tolist") and getattr(obj, "ndim", 0) > 0:  # numpy arrays
+        return obj.tolist()
     if hasattr(obj, "item"):  # numpy scalars
         return obj.item()
-    if hasattr(obj, "tolist"):  # numpy arrays
-        return obj.tolist()
     raise TypeError(f"cannot serialize {type(obj).__name__} to JSON")
 
 

@@ -1,0 +1,165 @@
+"""``hpstudy`` command line: parse, call the public API, return an exit code.
+
+Exit codes: 0 success, 1 a user-fixable error (bad data, YAML, study state; one line, no traceback),
+2 a usage error (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from hpstudy.errors import HpstudyError
+
+__all__ = ["main", "build_parser"]
+
+
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from hpstudy.data.explore import explore
+
+    result = explore(args.data, out_dir=args.out, image_size=(args.image_size, args.image_size),
+                     positive_class=args.positive_class, leak_check=args.leak_check)
+    print(f"Exploration written to {result.out_dir} (summary: {result.summary})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from hpstudy.demo import run_demo
+
+    run_demo(data=args.data, out_dir=args.out)
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from hpstudy.study import run_study
+
+    run_study(args.study, data=args.data, overrides=args.set, overwrite=args.overwrite, verbose=args.verbose)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from hpstudy.study import study_status
+
+    print(study_status(args.study, top=args.top))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from hpstudy.study import export_trials
+
+    print(f"Trials table written to {export_trials(args.study)}")
+    return 0
+
+
+def _cmd_finalize(args: argparse.Namespace) -> int:
+    from hpstudy.finalize import finalize_study
+
+    finalize_study(args.study, data=args.data, overrides=args.set, finetune=args.finetune)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from hpstudy.assess import evaluate_study
+
+    evaluate_study(args.study, model=args.model, force=args.force, data=args.data)
+    return 0
+
+
+def _cmd_gradcam(args: argparse.Namespace) -> int:
+    from hpstudy.assess import gradcam_study
+
+    gradcam_study(args.study, model=args.model, per_group=args.per_group, layer=args.layer, data=args.data)
+    return 0
+
+
+def _add_study_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", help="study definition YAML (e.g. studies/covid_cnn_hyperband.yaml)")
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("search", help="create or resume a study and run its hyperparameter search")
+    _add_study_args(parser)
+    parser.add_argument("--data", help="data folder or .zip (overrides the YAML's data)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set oracle.max_trials=5 (repeatable)")
+    parser.add_argument("--overwrite", action="store_true", help="delete the existing run of this study first")
+    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity in trials")
+    parser.set_defaults(func=_cmd_search)
+
+
+def _add_finalize_commands(sub: argparse._SubParsersAction) -> None:
+    finalize = sub.add_parser("finalize", help="retrain the best trial on train+val (and fine-tune a transfer model)")
+    _add_study_args(finalize)
+    finalize.add_argument("--data", help="data folder or .zip (overrides the YAML's data)")
+    finalize.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    finalize.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=None,
+                          help="fine-tune the backbone afterwards (default: yes for the transfer family)")
+    finalize.set_defaults(func=_cmd_finalize)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a finalized model on the test split, once")
+    _add_study_args(evaluate)
+    evaluate.add_argument("--model", default="final", choices=("final", "finetune"))
+    evaluate.add_argument("--force", action="store_true", help="evaluate again (recorded in the ledger)")
+    evaluate.add_argument("--data", help="data folder or .zip (overrides the YAML's data)")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    gradcam = sub.add_parser("gradcam", help="Grad-CAM of the TP/TN/FP/FN test groups")
+    _add_study_args(gradcam)
+    gradcam.add_argument("--model", default=None, choices=("final", "finetune"),
+                         help="default: the best model by test ROC AUC in the ledger")
+    gradcam.add_argument("--per-group", type=int, default=4)
+    gradcam.add_argument("--layer", default=None, help="convolutional layer (default: the last one)")
+    gradcam.add_argument("--data", help="data folder or .zip (overrides the YAML's data)")
+    gradcam.set_defaults(func=_cmd_gradcam)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``hpstudy`` command."""
+    parser = argparse.ArgumentParser(prog="hpstudy", description="Rigorous, resumable Keras Tuner studies "
+                                     "for medical-image classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    explore = sub.add_parser("explore", help="Task 1: dataset statistics and figures")
+    explore.add_argument("data", help="data folder or .zip with train/ val/ test/")
+    explore.add_argument("--out", required=True, help="output folder")
+    explore.add_argument("--image-size", type=int, default=128, help="resize side for pixel statistics")
+    explore.add_argument("--positive-class", default=None)
+    explore.add_argument("--leak-check", default="warn", choices=("warn", "error", "off"))
+    explore.set_defaults(func=_cmd_explore)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline on synthetic phantom data (or --data)")
+    demo.add_argument("--data", default=None, help="use real data instead of the synthetic phantom")
+    demo.add_argument("--out", default="hpstudy-demo", help="output folder (default: ./hpstudy-demo)")
+    demo.set_defaults(func=_cmd_demo)
+
+    _add_search(sub)
+    _add_finalize_commands(sub)
+    for name, func, text in (("status", _cmd_status, "progress, top trials and boundary flags"),
+                             ("export", _cmd_export, "rebuild trials.csv from the tuner directory")):
+        command = sub.add_parser(name, help=text)
+        _add_study_args(command)
+        if name == "status":
+            command.add_argument("--top", type=int, default=5)
+        command.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hpstudy`` console script."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except HpstudyError as exc:
+        print(f"hpstudy {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"hpstudy {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Process-wide settings: seeds, determinism, devices, precision, and the package versions in use."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+__all__ = ["seed_everything", "configure_devices", "package_versions", "quiet_tensorflow"]
+
+_VERSIONED = ("tensorflow", "keras", "keras-tuner", "numpy", "pandas", "scikit-learn", "matplotlib", "hpstudy")
+
+
+def quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ info lines (must run before TensorFlow is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and Keras/TensorFlow; optionally turn on TF op determinism.
+
+    Determinism makes GPU runs repeatable at some speed cost; some ops then raise instead of
+    running non-deterministically.
+    """
+    import keras
+    import tensorflow as tf
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def configure_devices(*, mixed_precision: bool = False, memory_growth: bool = True) -> list[str]:
+    """Turn on GPU memory growth and (optionally) mixed precision; returns the GPUs seen.
+
+    Mixed precision only pays on GPUs with tensor cores; on CPU it is left off with a note.
+    """
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        if memory_growth:
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:  # devices already initialized in this process
+                pass
+    if mixed_precision:
+        if gpus:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        else:
+            print("note: mixed_precision requested but no GPU is visible; training stays in float32")
+    return [gpu.name for gpu in gpus]
+
+
+def package_versions() -> dict[str, Any]:
+    """Versions of Python and the packages that decide a study's results."""
+    versions: dict[str, Any] = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions

@@ -1,0 +1,222 @@
+"""Keras Tuner tuners with hpstudy's per-trial bookkeeping.
+
+One mixin adds, to each of Keras Tuner's own tuners (no home-made search engine):
+a fresh Keras state and a per-trial seed before every trial, the epoch history and the best epoch
+written beside Keras Tuner's ``trial.json`` when the trial ends, the trials table rewritten
+atomically, a progress line, and the checkpoint policy (Hyperband needs a trial's checkpoint only
+until its bracket completes; the other oracles never reuse one).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner as kt
+import pandas as pd
+
+from hpstudy._io import atomic_path, atomic_write_json
+from hpstudy.trials import HISTORY_FILE, TRIAL_META_FILE
+
+__all__ = ["TUNERS", "make_tuner", "trial_seed", "history_frame", "make_keras_tuner_writes_atomic"]
+
+
+def trial_seed(base_seed: int, trial_id: str) -> int:
+    """Seed of one trial: the same trial gets the same seed when it is re-run after a crash."""
+    digits = "".join(ch for ch in str(trial_id) if ch.isdigit()) or "0"
+    return (int(base_seed) * 1_000_003 + int(digits)) % (2**31 - 1)
+
+
+def history_frame(histories: list[Any]) -> pd.DataFrame:
+    """Per-epoch metrics averaged over executions; ``epoch`` is 1-based and absolute.
+
+    For a Hyperband continuation the epochs continue from the parent trial's, so the best epoch
+    is the total number of epochs the model had been trained for.
+    """
+    frames = []
+    for history in histories:
+        if not hasattr(history, "history") or not history.history:
+            continue
+        frame = pd.DataFrame(history.history)
+        frame.insert(0, "epoch", [e + 1 for e in history.epoch])
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["epoch"])
+    return pd.concat(frames).groupby("epoch", as_index=False).mean()
+
+
+def _best_row(history: pd.DataFrame, objective: kt.Objective) -> pd.Series | None:
+    if objective.name not in history.columns or history[objective.name].isna().all():
+        return None
+    index = history[objective.name].idxmax() if objective.direction == "max" else history[objective.name].idxmin()
+    return history.loc[index]
+
+
+class _StudyTunerMixin:
+    """Bookkeeping shared by every oracle's tuner; see the module docstring."""
+
+    def __init__(self, *args: Any, base_seed: int = 0, keep_checkpoints: bool = False,
+                 on_trial_done: Callable[[Any, Any], None] | None = None, **kwargs: Any) -> None:
+        self._base_seed = base_seed
+        self._keep_checkpoints = keep_checkpoints
+        self._on_trial_done = on_trial_done
+        self.trials_run_here = 0
+        super().__init__(*args, **kwargs)
+
+    def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        keras.backend.clear_session()
+        gc.collect()
+        keras.utils.set_random_seed(trial_seed(self._base_seed, trial.trial_id))
+        start = time.perf_counter()
+        histories = super().run_trial(trial, *args, **kwargs)
+        self._record(trial, histories, time.perf_counter() - start)
+        return histories
+
+    def _record(self, trial: Any, histories: list[Any], seconds: float) -> None:
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        history = history_frame(histories if isinstance(histories, list) else [histories])
+        with atomic_path(trial_dir / HISTORY_FILE) as tmp:
+            history.to_csv(tmp, index=False)
+        best = _best_row(history, self.oracle.objective)
+        atomic_write_json(trial_dir / TRIAL_META_FILE, {
+            "seconds": round(seconds, 3),
+            "epochs_run": int(len(history)),
+            "best_epoch": None if best is None else int(best["epoch"]),
+            "best_metrics": {} if best is None else {k: float(v) for k, v in best.items() if k != "epoch"},
+            "seed": trial_seed(self._base_seed, trial.trial_id),
+            "executions": len(histories) if isinstance(histories, list) else 1,
+        })
+
+    def on_trial_end(self, trial: Any) -> None:
+        super().on_trial_end(trial)
+        self.trials_run_here += 1
+        if not self._keep_checkpoints:
+            self._drop_unneeded_checkpoints()
+        keras.backend.clear_session()
+        gc.collect()
+        if self._on_trial_done is not None:
+            self._on_trial_done(self, trial)
+
+    def _needed_checkpoints(self) -> set[str]:
+        """Trial ids whose checkpoint a later trial may still load (Hyperband's open brackets)."""
+        brackets = getattr(self.oracle, "_brackets", None) or []
+        return {info["id"] for bracket in brackets for round_ in bracket["rounds"] for info in round_}
+
+    def _drop_unneeded_checkpoints(self) -> None:
+        needed = self._needed_checkpoints()
+        ongoing = {t.trial_id for t in getattr(self.oracle, "ongoing_trials", {}).values()}
+        for trial_id in self.oracle.trials:
+            if trial_id in needed or trial_id in ongoing:
+                continue
+            for path in Path(self.get_trial_dir(trial_id)).glob("checkpoint*"):
+                path.unlink(missing_ok=True)
+
+    def _configure_tensorboard_dir(self, callbacks: list[Any], trial: Any, execution: int = 0) -> None:
+        # Keras Tuner imports tensorboard in every trial, but TensorFlow >= 2.20 no longer installs it:
+        # only go there when a TensorBoard callback was asked for.
+        if any(cb.__class__.__name__ == "TensorBoard" for cb in callbacks):
+            super()._configure_tensorboard_dir(callbacks, trial, execution)
+
+
+class HyperbandTuner(_StudyTunerMixin, kt.Hyperband):
+    """Keras Tuner's Hyperband with hpstudy's bookkeeping."""
+
+
+class RandomSearchTuner(_StudyTunerMixin, kt.RandomSearch):
+    """Keras Tuner's RandomSearch with hpstudy's bookkeeping."""
+
+
+class BayesianTuner(_StudyTunerMixin, kt.BayesianOptimization):
+    """Keras Tuner's BayesianOptimization with hpstudy's bookkeeping."""
+
+
+def _hyperband_kwargs(oracle: Any) -> dict[str, Any]:
+    return {"max_epochs": oracle.max_epochs, "factor": oracle.factor, "hyperband_iterations": oracle.iterations}
+
+
+def _trials_kwargs(oracle: Any) -> dict[str, Any]:
+    return {"max_trials": oracle.max_trials}
+
+
+def _bayesian_kwargs(oracle: Any) -> dict[str, Any]:
+    kwargs = _trials_kwargs(oracle)
+    if oracle.num_initial_points:
+        kwargs["num_initial_points"] = oracle.num_initial_points
+    return kwargs
+
+
+TUNERS: dict[str, tuple[type, Callable[[Any], dict[str, Any]]]] = {
+    "hyperband": (HyperbandTuner, _hyperband_kwargs),
+    "random": (RandomSearchTuner, _trials_kwargs),
+    "bayesian": (BayesianTuner, _bayesian_kwargs),
+}
+
+
+def make_tuner(config: Any, hypermodel: kt.HyperModel, *, directory: Path, overwrite: bool = False,
+               on_trial_done: Callable[[Any, Any], None] | None = None) -> kt.Tuner:
+    """Create (or reload, when the project exists) the tuner of a study's oracle, chosen by name."""
+    tuner_class, oracle_kwargs = TUNERS[config.oracle.type]
+    tuner = tuner_class(
+        hypermodel,
+        objective=kt.Objective(config.objective.name, direction=config.objective.direction),
+        seed=config.seed,
+        executions_per_trial=config.executions_per_trial,
+        directory=str(directory),
+        project_name="tuner",
+        overwrite=overwrite,
+        max_consecutive_failed_trials=3,
+        base_seed=config.seed,
+        keep_checkpoints=config.keep_checkpoints,
+        on_trial_done=on_trial_done,
+        **oracle_kwargs(config.oracle),
+    )
+    _apply_budget(tuner.oracle, config.oracle)
+    return tuner
+
+
+def _apply_budget(oracle: Any, settings: Any) -> None:
+    """A reloaded oracle restores its old budget from oracle.json; a larger one in the config wins."""
+    if settings.type == "hyperband":
+        oracle.hyperband_iterations = settings.iterations
+    elif settings.max_trials:
+        oracle.max_trials = settings.max_trials
+
+
+def planned_trials(tuner: kt.Tuner) -> int | None:
+    """Total trials the oracle will create (Hyperband: every round of every bracket), if known."""
+    oracle = tuner.oracle
+    if isinstance(oracle, kt.oracles.HyperbandOracle):
+        per_iteration = sum(
+            oracle._get_size(bracket, round_)
+            for bracket in range(oracle._get_num_brackets())
+            for round_ in range(oracle._get_num_rounds(bracket))
+        )
+        return int(per_iteration * oracle.hyperband_iterations)
+    return oracle.max_trials
+
+
+def make_keras_tuner_writes_atomic() -> None:
+    """Make Keras Tuner's own JSON state files (oracle.json, trial.json) crash-safe.
+
+    Keras Tuner writes them in place; a process killed mid-write would leave a truncated file that
+    stops the study from resuming. Its writer is swapped for a temp-file-and-rename one.
+    """
+    from keras_tuner.src import utils as kt_utils
+
+    if getattr(kt_utils.save_json, "_hpstudy_atomic", False):
+        return
+
+    def save_json(path: str, obj: Any) -> str:
+        import json
+
+        text = json.dumps(obj)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        return text
+
+    save_json._hpstudy_atomic = True  # type: ignore[attr-defined]
+    kt_utils.save_json = save_json
