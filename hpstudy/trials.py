@@ -144,7 +144,7 @@ def load_trials(study: str | Path) -> pd.DataFrame:
         StudyError: when there is no trials table yet.
     """
     path = Path(study)
-    if path.is_dir():
+    if path.suffix != ".csv":
         path = path / "trials.csv"
     if not path.is_file():
         raise StudyError(f"no trials table at {path}: run `hpstudy search` first")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,14 @@ class _StudyTunerMixin:
 
 class HyperbandTuner(_StudyTunerMixin, kt.Hyperband):
     """Keras Tuner's Hyperband with hpstudy's bookkeeping."""
+
+    def _build_hypermodel(self, hp: Any) -> Any:
+        # A continuation loads its parent's weights into a model whose optimizer has not been built
+        # yet; Keras warns that it skips the optimizer state. That is Keras Tuner's design (the
+        # optimizer restarts), so the warning is expected noise here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return super()._build_hypermodel(hp)
 
 
 class RandomSearchTuner(_StudyTunerMixin, kt.RandomSearch):
