@@ -74,6 +74,16 @@ def _cmd_gradcam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from hpstudy.report import write_report
+
+    result = write_report(args.studies, out_dir=args.out, explore_dir=args.explore, margin=args.margin)
+    for sentence in result.missing:
+        print(f"note: {sentence}")
+    print(f"Report written to {result.html} (Markdown: {result.markdown})")
+    return 0
+
+
 def _add_study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", help="study definition YAML (e.g. studies/covid_cnn_hyperband.yaml)")
 
@@ -136,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_search(sub)
     _add_finalize_commands(sub)
+    report = sub.add_parser("report", help="HTML/Markdown report of one study, or an oracle comparison of several")
+    report.add_argument("studies", nargs="+", help="study YAML files (or study run directories)")
+    report.add_argument("--out", required=True, help="output folder, e.g. reports/NAME")
+    report.add_argument("--explore", default=None, help="an `hpstudy explore` output folder to include")
+    report.add_argument("--margin", type=float, default=0.01, help="'within margin of the best' for comparisons")
+    report.set_defaults(func=_cmd_report)
     for name, func, text in (("status", _cmd_status, "progress, top trials and boundary flags"),
                              ("export", _cmd_export, "rebuild trials.csv from the tuner directory")):
         command = sub.add_parser(name, help=text)

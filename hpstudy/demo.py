@@ -26,15 +26,20 @@ def _write_demo_study(out_dir: Path) -> Path:
 
 
 def run_demo(*, data: str | Path | None = None, out_dir: str | Path = "hpstudy-demo") -> Path:
-    """Explore the data, then run the demo study (search) on it; returns the output folder.
+    """Explore, search, finalize, evaluate once, explain with Grad-CAM, report; returns the report path.
 
     Args:
         data: a data folder or zip; None generates the synthetic phantom under ``out_dir``.
         out_dir: where everything is written (the study run is ``out_dir/demo/``).
     """
+    from hpstudy.assess import evaluate_study, gradcam_study
     from hpstudy.data.explore import explore
     from hpstudy.data.phantom import make_phantom
-    from hpstudy.study import run_study
+    from hpstudy.finalize import finalize_study
+    from hpstudy.ledger import read_ledger
+    from hpstudy.paths import StudyPaths
+    from hpstudy.report import write_report
+    from hpstudy.study import resolve_config, run_study
 
     out = Path(out_dir)
     if data is None:
@@ -44,5 +49,12 @@ def run_demo(*, data: str | Path | None = None, out_dir: str | Path = "hpstudy-d
     print(f"Exploration (Task 1): {out / 'explore' / 'summary.md'}")
     study_yaml = _write_demo_study(out)
     run_study(study_yaml, data=data)
-    print(f"Demo finished: everything is in {out}")
-    return out
+    paths = StudyPaths(resolve_config(study_yaml, data=data).study_dir)
+    if not (paths.final_dir / "model.keras").exists():
+        finalize_study(study_yaml, data=data)
+    if not read_ledger(paths.evaluation_dir / "test_ledger.jsonl"):  # the test set is used once
+        evaluate_study(study_yaml, data=data)
+    gradcam_study(study_yaml, data=data)
+    report = write_report([paths.root], out_dir=out / "report", explore_dir=out / "explore").html
+    print(f"Demo finished: everything is in {out}\nReport: {report}")
+    return report

@@ -200,7 +200,7 @@ def _fit_final(config: StudyConfig, prepared: Any, values: dict[str, Any], x: np
     dataset = make_dataset(x, y, batch_size=batch_size, normalizer=prepared.normalizer, training=True,
                            augmentation=config.augmentation, seed=config.seed)
     kwargs = {"class_weight": class_weights(y)} if config.class_weights else {}
-    history = model.fit(dataset, epochs=epochs, verbose=0, **kwargs)
+    history = model.fit(dataset, epochs=epochs, verbose=0, shuffle=False, **kwargs)  # the pipeline shuffles
     return model, history_table(history)
 
 

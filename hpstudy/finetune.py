@@ -132,7 +132,7 @@ def _attempt(config: Any, head_path: Path, dataset: Any, learning_rate: float, v
                                momentum=values.get("momentum", 0.9), weight_decay=values.get("weight_decay", 1e-4))
     compile_classifier(model, optimizer=optimizer, jit_compile=config.jit_compile)
     detector = DropDetector(reference_loss=reference[0], reference_accuracy=reference[1], margin=settings.drop_margin)
-    history = history_table(model.fit(dataset, epochs=settings.epochs, callbacks=[detector], verbose=0))
+    history = history_table(model.fit(dataset, epochs=settings.epochs, callbacks=[detector], verbose=0, shuffle=False))
     final_loss = float(history["loss"].iloc[-1])
     record = {
         "learning_rate": learning_rate, "epochs_run": int(len(history)), "unfrozen_layers": len(opened),
