@@ -83,11 +83,18 @@ def _significant_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
     return [line for line in lines if not any(line.startswith(p) for p in RESUMABLE_CHANGES)]
 
 
-def _freeze_or_check(config: StudyConfig, paths: StudyPaths, fingerprint: str) -> None:
-    """First run: write ``study.yaml``. Later runs: refuse a changed configuration or changed data."""
+def _freeze_or_check(config: StudyConfig, paths: StudyPaths, fingerprint: str, *, write: bool = True) -> None:
+    """First run: write ``study.yaml``. Later runs: refuse a changed configuration or changed data.
+
+    ``write=False`` (a distributed worker) only checks against the chief's frozen copy.
+    """
     current = config.to_dict()
     if paths.frozen_config.exists():
-        frozen = yaml.safe_load(paths.frozen_config.read_text(encoding="utf-8")) or {}
+        try:
+            frozen = yaml.safe_load(paths.frozen_config.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise StudyError(f"{paths.frozen_config} is not valid YAML ({exc}); it is written by hpstudy: restore "
+                             "it, or pass --overwrite to delete the run and start again") from None
         differences = _significant_diff(frozen.get("config", {}), current)
         if frozen.get("data_fingerprint") not in (None, fingerprint):
             differences.append(f"data fingerprint: {frozen['data_fingerprint'][:12]}… -> {fingerprint[:12]}…"
@@ -98,6 +105,8 @@ def _freeze_or_check(config: StudyConfig, paths: StudyPaths, fingerprint: str) -
                 + "\n  ".join(differences)
                 + "\nUse a new study name, or pass --overwrite to delete the existing run and start again."
             )
+    if not write:
+        return
     document = {
         "config": current,
         "seed": config.seed,
@@ -132,16 +141,17 @@ class _Progress:
 
     def __init__(self, config: StudyConfig, paths: StudyPaths, planned: int | None) -> None:
         self.config, self.paths, self.planned = config, paths, planned
+        self.planned_epochs: int | None = None
         self.start = time.perf_counter()
 
     def __call__(self, tuner: Any, trial: Any) -> None:
         table = write_trials_csv(self.paths.tuner_dir, self.paths.trials_csv, hp_names=self.config.search_space.names)
         done = int(table["status"].isin(["COMPLETED", "FAILED", "INVALID"]).sum())
         row = table[table["trial_id"] == trial.trial_id].iloc[0]
-        print(self._line(table, row, done, tuner.trials_run_here), flush=True)
+        print(self._line(table, row, done), flush=True)
         _write_state(self.paths, status="running", trials_done=done, planned_trials=self.planned)
 
-    def _line(self, table: Any, row: Any, done: int, run_here: int) -> str:
+    def _line(self, table: Any, row: Any, done: int) -> str:
         of = f"/{self.planned}" if self.planned else ""
         hps = " ".join(f"{c[3:]}={_fmt(row[c])}" for c in table.columns if c.startswith("hp_") and _present(row[c]))
         score = f"{self.config.objective.name}={_fmt(row['score'])}" if _present(row["score"]) else row["status"]
@@ -151,12 +161,19 @@ class _Progress:
         except StudyError:
             best_text = "best -"
         elapsed = time.perf_counter() - self.start
-        eta = ""
-        if self.planned and run_here:
-            remaining = max(self.planned - done, 0)
-            eta = f" | ETA ~{_duration(elapsed / run_here * remaining)}"
         return (f"[{self.config.name}] trial {done}{of} ({row['trial_id']}) {hps} -> {score} | {best_text}"
-                f" | {_duration(float(row['seconds'] or 0))} | elapsed {_duration(elapsed)}{eta}")
+                f" | {_duration(float(row['seconds'] or 0))} | elapsed {_duration(elapsed)}{self._eta(table)}")
+
+    def _eta(self, table: Any) -> str:
+        """Remaining time from the seconds per epoch so far and the epochs the budget has left.
+
+        An upper bound in epochs (early stopping ends trials sooner), hence the "~".
+        """
+        epochs, seconds = table["epochs_run"].fillna(0).sum(), table["seconds"].fillna(0).sum()
+        if not self.planned_epochs or not epochs:
+            return ""
+        remaining = max(self.planned_epochs - epochs, 0)
+        return f" | ETA <={_duration(seconds / epochs * remaining)}"
 
 
 def _present(value: Any) -> bool:
@@ -180,7 +197,7 @@ def _duration(seconds: float) -> str:
 
 def run_study(config: StudyConfig | str | Path, *, data: str | Path | None = None,
               overrides: Sequence[str] | Mapping[str, Any] = (), overwrite: bool = False,
-              verbose: int = 0) -> StudyOutcome:
+              verbose: int = 0, distributed: Any = None) -> StudyOutcome:
     """Create or resume a study and run its search to the end of its budget.
 
     Args:
@@ -189,6 +206,8 @@ def run_study(config: StudyConfig | str | Path, *, data: str | Path | None = Non
         overrides: dotted ``key=value`` settings applied on top of the YAML.
         overwrite: delete an existing run directory of this study first.
         verbose: Keras ``fit`` verbosity inside trials (0 = only hpstudy's line per trial).
+        distributed: a ``hpstudy.distributed.DistributedSettings`` to serve the oracle as Keras Tuner's
+            chief and run the trials in worker processes (see ``hpstudy.distributed``); None runs them here.
 
     Returns:
         A ``StudyOutcome`` with the trials run now, the best trial and the boundary flags.
@@ -213,26 +232,43 @@ def run_study(config: StudyConfig | str | Path, *, data: str | Path | None = Non
     prepared = prepare_data(source, image_size=config.image_size, normalization=config.normalization,
                             leak_check=config.leak_check, leaks_csv=paths.leaks_csv,
                             cache_dir=paths.cache_dir, stats_path=paths.data_stats)
-    tuner, planned = _build_tuner(config, paths, prepared)
+    cached = _cached_search(config, paths, prepared)
+    tuner, planned = _build_tuner(config, paths, prepared, cached=cached)
     _write_state(paths, status="running", started=_now(), planned_trials=planned)
-    _search(tuner, config, paths, prepared, verbose)
+    if distributed is not None:
+        from hpstudy.distributed import serve_chief
+
+        serve_chief(tuner, config, paths, distributed, overrides=overrides, verbose=verbose)
+    else:
+        _search(tuner, config, paths, prepared, verbose, cached=cached)
     return _conclude(tuner, config, paths, planned, finished_before)
 
 
-def _build_tuner(config: StudyConfig, paths: StudyPaths, prepared: Any) -> tuple[Any, int | None]:
+def _cached_search(config: StudyConfig, paths: StudyPaths, prepared: Any) -> Any:
+    """Head-only hypermodel and feature datasets when the study caches backbone features, else None."""
+    from hpstudy.features import cached_search, uses_feature_cache
+
+    return cached_search(config, prepared, paths.cache_dir) if uses_feature_cache(config) else None
+
+
+def _build_tuner(config: StudyConfig, paths: StudyPaths, prepared: Any, *,
+                 cached: Any = None) -> tuple[Any, int | None]:
     from hpstudy.hypermodels import build_hypermodel
-    from hpstudy.tuners import make_keras_tuner_writes_atomic, make_tuner, planned_trials
+    from hpstudy.tuners import make_keras_tuner_writes_atomic, make_tuner, planned_epochs, planned_trials
 
     make_keras_tuner_writes_atomic()
-    hypermodel = build_hypermodel(config.family, config.search_space, input_shape=prepared.input_shape,
-                                  weights=config.weights, jit_compile=config.jit_compile)
+    hypermodel = cached.hypermodel if cached is not None else build_hypermodel(
+        config.family, config.search_space, input_shape=prepared.input_shape, weights=config.weights,
+        jit_compile=config.jit_compile)
     progress = _Progress(config, paths, None)
     tuner = make_tuner(config, hypermodel, directory=paths.root, on_trial_done=progress)
     progress.planned = planned_trials(tuner)
+    progress.planned_epochs = planned_epochs(tuner, config.oracle.trial_epochs)
     return tuner, progress.planned
 
 
-def _search(tuner: Any, config: StudyConfig, paths: StudyPaths, prepared: Any, verbose: int) -> None:
+def _search(tuner: Any, config: StudyConfig, paths: StudyPaths, prepared: Any, verbose: int, *,
+            cached: Any = None) -> None:
     from hpstudy.data.pipeline import class_weights, make_dataset
     from hpstudy.hypermodels import DatasetFactory
 
@@ -249,7 +285,9 @@ def _search(tuner: Any, config: StudyConfig, paths: StudyPaths, prepared: Any, v
     if config.class_weights:
         fit_kwargs["class_weight"] = class_weights(prepared.y_train)
     try:
-        tuner.search(DatasetFactory(train), validation_data=DatasetFactory(val),
+        train_data, val_data = (cached.train, cached.val) if cached is not None else \
+            (DatasetFactory(train), DatasetFactory(val))
+        tuner.search(train_data, validation_data=val_data,
                      epochs=config.oracle.trial_epochs, callbacks=_callbacks(config, paths),
                      verbose=verbose, **fit_kwargs)
     except RuntimeError as exc:

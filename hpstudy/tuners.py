@@ -95,7 +95,7 @@ class _StudyTunerMixin:
     def on_trial_end(self, trial: Any) -> None:
         super().on_trial_end(trial)
         self.trials_run_here += 1
-        if not self._keep_checkpoints:
+        if not self._keep_checkpoints and not self._is_worker():  # a worker cannot see the brackets: the chief drops
             self._drop_unneeded_checkpoints()
         keras.backend.clear_session()
         gc.collect()
@@ -206,6 +206,20 @@ def planned_trials(tuner: kt.Tuner) -> int | None:
         )
         return int(per_iteration * oracle.hyperband_iterations)
     return oracle.max_trials
+
+
+def planned_epochs(tuner: kt.Tuner, trial_epochs: int) -> int | None:
+    """Upper bound of the epochs the whole search trains (early stopping only lowers it)."""
+    oracle = tuner.oracle
+    if isinstance(oracle, kt.oracles.HyperbandOracle):
+        per_iteration = sum(
+            oracle._get_size(bracket, round_)
+            * (oracle._get_epochs(bracket, round_) - (oracle._get_epochs(bracket, round_ - 1) if round_ else 0))
+            for bracket in range(oracle._get_num_brackets())
+            for round_ in range(oracle._get_num_rounds(bracket))
+        )
+        return int(per_iteration * oracle.hyperband_iterations)
+    return oracle.max_trials * trial_epochs if oracle.max_trials else None
 
 
 def make_keras_tuner_writes_atomic() -> None:
