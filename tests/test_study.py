@@ -149,3 +149,31 @@ def test_hyperband_study_killed_mid_trial_resumes_without_losing_trials(sample_d
 
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0 and "already complete" in finished.stdout
+
+
+def test_same_seed_reproduces_scores_and_bayesian_oracle_runs(sample_data: Path, tmp_path: Path) -> None:
+    oracle = {"type": "bayesian", "max_trials": 2, "epochs": 1, "num_initial_points": 1}
+    first = write_study(tmp_path / "a", "bo", sample_data, oracle)
+    second = write_study(tmp_path / "b", "bo", sample_data, oracle)
+    run_study(first)
+    run_study(second)
+    table_a = pd.read_csv(tmp_path / "a" / "bo" / "trials.csv", dtype={"trial_id": str})
+    table_b = pd.read_csv(tmp_path / "b" / "bo" / "trials.csv", dtype={"trial_id": str})
+    assert len(table_a) == 2 and set(table_a["status"]) == {"COMPLETED"}
+    hp_columns = [c for c in table_a.columns if c.startswith("hp_")]
+    assert table_a[hp_columns].equals(table_b[hp_columns]), "same seed, same hyperparameters"
+    assert table_a["score"].tolist() == pytest.approx(table_b["score"].tolist(), abs=1e-6), "same seed, same scores"
+
+
+def test_finished_hyperband_study_extends_with_more_iterations(sample_data: Path, tmp_path: Path) -> None:
+    oracle = {"type": "hyperband", "max_epochs": 2, "factor": 3, "iterations": 1}  # 2 trials per iteration
+    study_yaml = write_study(tmp_path / "studies", "hbx", sample_data, oracle)
+    first = run_study(study_yaml)
+    before = pd.read_csv(tmp_path / "studies" / "hbx" / "trials.csv", dtype={"trial_id": str})
+    extended = write_study(tmp_path / "studies", "hbx", sample_data, {**oracle, "iterations": 2})
+    second = run_study(extended)
+    after = pd.read_csv(tmp_path / "studies" / "hbx" / "trials.csv", dtype={"trial_id": str})
+    assert second.trials_run > 0 and second.planned == 2 * first.planned
+    assert len(after) == len(before) + second.trials_run and after["trial_id"].is_unique
+    merged = before.merge(after, on="trial_id", suffixes=("", "_after"))
+    assert merged["score"].tolist() == pytest.approx(merged["score_after"].tolist())
