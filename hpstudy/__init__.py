@@ -27,6 +27,7 @@ _LAZY = {
     "make_dataset": "hpstudy.data.pipeline",
     "build_hypermodel": "hpstudy.hypermodels",
     "run_study": "hpstudy.study",
+    "DistributedSettings": "hpstudy.distributed",
     "study_status": "hpstudy.study",
     "export_trials": "hpstudy.study",
     "StudyOutcome": "hpstudy.study",

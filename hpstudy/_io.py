@@ -6,15 +6,22 @@ either the old content or the new one.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import glob
+import hashlib
 import json
 import os
+import re
+import signal
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "append_line"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "append_line",
+           "kill_point"]
 
 
 @contextlib.contextmanager
@@ -26,17 +33,48 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f"{target.suffix}.tmp{target.suffix}",
-                                    dir=target.parent)
+    _remove_orphans(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.hpstmp{_HOST}.{os.getpid()}-",
+                                    suffix=f"{target.suffix}.tmp{target.suffix}", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide the artefacts from the rest of a team
     try:
         yield tmp
+        kill_point(f"write:{target.name}")
         _fsync_file(tmp)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+# Temporary files are named ``.<stem>.hpstmp<host>.<pid>-<random><suffix>.tmp<suffix>``: a later write of
+# the same target removes the ones left by a writer of this host that no longer runs (SIGKILL, power
+# loss), and never touches those of a live writer or of another machine sharing the folder (NFS).
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_ORPHAN = re.compile(r"\.hpstmp(?P<host>[0-9a-f]{8})\.(?P<pid>\d+)-")
+
+
+def _remove_orphans(target: Path) -> None:
+    for leftover in target.parent.glob(f".{glob.escape(target.stem)}.hpstmp*"):
+        match = _ORPHAN.search(leftover.name)
+        if match and match["host"] == _HOST and not _alive(int(match["pid"])):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _fsync_file(path: Path) -> None:
@@ -84,3 +122,25 @@ def append_line(path: str | os.PathLike[str], line: str) -> None:
         handle.write(line.rstrip("\n") + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+_KILL_COUNTS: collections.Counter[str] = collections.Counter()
+
+
+def kill_point(name: str) -> None:
+    """Test-only crash hook: SIGKILL this process at the named point when ``HPSTUDY_TEST_KILL_AT`` asks.
+
+    ``HPSTUDY_TEST_KILL_AT=write:trials.csv`` kills at the first write of ``trials.csv`` after its temporary
+    file is complete and before it is renamed into place; ``...#3`` at the third such point in the process.
+    Points: ``write:<file name>`` for every atomic write. Unset (always, outside the crash tests), this is a
+    dictionary lookup.
+    """
+    wanted = os.environ.get("HPSTUDY_TEST_KILL_AT")
+    if not wanted:
+        return
+    point, _, nth = wanted.partition("#")
+    if point != name:
+        return
+    _KILL_COUNTS[name] += 1
+    if _KILL_COUNTS[name] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -35,7 +35,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from hpstudy.study import run_study
 
-    run_study(args.study, data=args.data, overrides=args.set, overwrite=args.overwrite, verbose=args.verbose)
+    distributed = None
+    if args.workers or args.listen:
+        from hpstudy.distributed import DistributedSettings
+
+        distributed = DistributedSettings(workers=args.workers, listen=args.listen or "127.0.0.1:0",
+                                          max_restarts=args.max_restarts, heartbeat_timeout=args.heartbeat_timeout,
+                                          timeout=args.timeout)
+    run_study(args.study, data=args.data, overrides=args.set, overwrite=args.overwrite, verbose=args.verbose,
+              distributed=distributed)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from hpstudy.distributed import run_worker
+
+    run_worker(args.study, chief=args.chief, tuner_id=args.id, data=args.data, overrides=args.set,
+               verbose=args.verbose, threads=args.threads, connect_timeout=args.connect_timeout)
     return 0
 
 
@@ -96,7 +112,43 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                         help="override a setting, e.g. --set oracle.max_trials=5 (repeatable)")
     parser.add_argument("--overwrite", action="store_true", help="delete the existing run of this study first")
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity in trials")
+    group = parser.add_argument_group("distributed search (Keras Tuner chief/worker mode; see README)")
+    group.add_argument("--workers", type=_count, default=0, metavar="N",
+                       help="run the trials in N local worker processes (one GPU or a share of the CPU threads each)")
+    group.add_argument("--listen", default=None, metavar="HOST:PORT",
+                       help="serve the oracle here (default 127.0.0.1 on a free port); 0.0.0.0:PORT lets "
+                            "`hpstudy worker` processes on other machines join")
+    group.add_argument("--max-restarts", type=_count, default=3, metavar="K",
+                       help="restart a dead local worker at most K times (it re-runs its trial)")
+    group.add_argument("--heartbeat-timeout", type=float, default=300.0, metavar="SECONDS",
+                       help="a worker silent this long counts as dead; its trial goes to another worker")
+    group.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                       help="give up on a distributed search after this long (resume with the same command)")
     parser.set_defaults(func=_cmd_search)
+
+    worker = sub.add_parser("worker", help="join a distributed search's chief and run trials for it")
+    _add_study_args(worker)
+    worker.add_argument("--chief", required=True, metavar="HOST:PORT", help="the chief's address (see its first line)")
+    worker.add_argument("--id", default=None, help="worker id (default worker-<hostname>); restart a dead worker "
+                        "with the same id to re-run its trial")
+    worker.add_argument("--data", help="data folder or .zip on this machine (overrides the YAML's data)")
+    worker.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for search")
+    worker.add_argument("--threads", type=_count, default=None, help="TensorFlow threads (default: all cores)")
+    worker.add_argument("--connect-timeout", type=float, default=600.0, metavar="SECONDS",
+                        help="give up when the chief does not answer for this long")
+    worker.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity in trials")
+    worker.set_defaults(func=_cmd_worker)
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, but got {text!r}")
+    return value
 
 
 def _add_finalize_commands(sub: argparse._SubParsersAction) -> None:

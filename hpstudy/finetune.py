@@ -148,7 +148,7 @@ def finetune_model(config: Any, paths: Any, prepared: Any, x: np.ndarray, y: np.
                    values: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune the saved head model with back-off; returns the ``lr_backoff.json`` record."""
     from hpstudy.data.pipeline import make_dataset
-    from hpstudy.finalize import save_and_verify, write_history
+    from hpstudy.finalize import file_sha256, save_and_verify, write_history
 
     head_path = paths.final_dir / "model.keras"
     reference = _reference(paths.final_dir)
@@ -171,7 +171,8 @@ def finetune_model(config: Any, paths: Any, prepared: Any, x: np.ndarray, y: np.
     if success:
         import pandas as pd
 
-        save_and_verify(model, paths.finetune_dir / "model.keras", prepared.normalizer.apply(x[:8]))
+        saved = save_and_verify(model, paths.finetune_dir / "model.keras", prepared.normalizer.apply(x[:8]))
+        result.update(model=saved.name, model_sha256=file_sha256(saved))  # `evaluate` checks the file against it
         write_history(pd.DataFrame(attempts[-1]["history"]), paths.finetune_dir,
                       title=f"{config.name}: fine-tuning on train+val")
         print(f"[{config.name}] fine-tuned model saved to {paths.finetune_dir / 'model.keras'}")

@@ -51,11 +51,13 @@ def configure_devices(*, mixed_precision: bool = False, memory_growth: bool = Tr
                 tf.config.experimental.set_memory_growth(gpu, True)
             except RuntimeError:  # devices already initialized in this process
                 pass
-    if mixed_precision:
-        if gpus:
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        else:
+    if mixed_precision and gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    else:
+        if mixed_precision:
             print("note: mixed_precision requested but no GPU is visible; training stays in float32")
+        # the policy is process-wide: a study without mixed precision must not inherit an earlier one's
+        keras.mixed_precision.set_global_policy("float32")
     return [gpu.name for gpu in gpus]
 
 

@@ -64,6 +64,9 @@ def read_state(paths: StudyPaths) -> dict[str, Any]:
         return json.loads(paths.state.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:
+        raise StudyError(f"{paths.state} cannot be read ({exc}); it only records progress: delete it, and "
+                         "`hpstudy search` (which resumes from the tuner files) writes it again") from None
 
 
 def _write_state(paths: StudyPaths, **updates: Any) -> dict[str, Any]:
@@ -148,7 +151,7 @@ class _Progress:
         table = write_trials_csv(self.paths.tuner_dir, self.paths.trials_csv, hp_names=self.config.search_space.names)
         done = int(table["status"].isin(["COMPLETED", "FAILED", "INVALID"]).sum())
         row = table[table["trial_id"] == trial.trial_id].iloc[0]
-        print(self._line(table, row, done), flush=True)
+        print(self._line(table, row, _end_position(tuner, trial.trial_id) or done), flush=True)
         _write_state(self.paths, status="running", trials_done=done, planned_trials=self.planned)
 
     def _line(self, table: Any, row: Any, done: int) -> str:
@@ -174,6 +177,13 @@ class _Progress:
             return ""
         remaining = max(self.planned_epochs - epochs, 0)
         return f" | ETA <={_duration(seconds / epochs * remaining)}"
+
+
+def _end_position(tuner: Any, trial_id: str) -> int | None:
+    """1-based position of a trial in the oracle's end order: its number in "trial i of N" even when
+    several trials end before the progress line is printed (distributed workers)."""
+    order = getattr(tuner.oracle, "end_order", None) or []
+    return order.index(trial_id) + 1 if trial_id in order else None
 
 
 def _present(value: Any) -> bool:

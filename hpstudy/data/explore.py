@@ -413,7 +413,8 @@ def _plot_normalization(norm: Mapping[str, Any], path: Path) -> Path:
         for col, (values, label, centre) in enumerate([(before, "Pixel intensity (0-255)", norm["train_mean"]),
                                                        (after, "Normalized value (x - mean_train) / std_train", 0.0)]):
             ax = fig.add_subplot(2, 2, 3 + col)
-            ax.hist(values.ravel(), bins=_BINS, density=True, color="C0" if col == 0 else "C1",
+            # float64: numpy cannot split a float32 range of a few ulps (near-constant images) into bins
+            ax.hist(values.ravel().astype(np.float64), bins=_BINS, density=True, color="C0" if col == 0 else "C1",
                     label="before" if col == 0 else "after")
             ax.axvline(centre, color="k", linestyle="--", label="train mean")
             ax.set(xlabel=label, ylabel="Density", title="Histogram " + ("before" if col == 0 else "after"))
