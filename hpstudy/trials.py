@@ -45,10 +45,22 @@ _HYPERBAND_KEYS = {
     "tuner/trial_id": "hb_parent",
 }
 # Physical limits: a hyperparameter already at one of these cannot be extended past it.
+# Hyperparameters that only act when another one has a given value (e.g. momentum for sgd only):
+# a boundary flag on them is meaningless for trials where they were inactive.
+_ACTIVE_WHEN = {
+    "momentum": ("optimizer", {"sgd"}),
+    "weight_decay": ("optimizer", {"adamw"}),
+}
 _HARD_LIMITS = {
     "dropout": (0.0, 0.95),
     "conv_dropout": (0.0, 0.95),
     "momentum": (0.0, 0.999),
+    "n_blocks": (1, None),
+    "n_dense": (0, None),
+    "base_filters": (1, None),
+    "dense_units": (1, None),
+    "kernel_size": (1, None),
+    "batch_size": (1, None),
 }
 
 
@@ -148,7 +160,17 @@ def load_trials(study: str | Path) -> pd.DataFrame:
         path = path / "trials.csv"
     if not path.is_file():
         raise StudyError(f"no trials table at {path}: run `hpstudy search` first")
-    return pd.read_csv(path, dtype={"trial_id": str, "hb_parent": str})
+    try:
+        table = pd.read_csv(path, dtype={"trial_id": str, "hb_parent": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        table, problem = None, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    else:
+        missing = [c for c in BASE_COLUMNS if c not in table.columns]
+        problem = f"columns {', '.join(missing)} are missing" if missing else None
+    if problem is not None:
+        raise StudyError(f"{path} is not a readable trials table ({problem}); it is derived from the tuner files: "
+                         "rebuild it with `hpstudy export STUDY.yaml`")
+    return table
 
 
 def best_trial(trials: pd.DataFrame, *, direction: str = "max") -> pd.Series:
@@ -170,7 +192,11 @@ def _top_trials(trials: pd.DataFrame, direction: str, top_k: int) -> pd.DataFram
 
 
 def _position(param: Any, value: float) -> str | None:
-    """'low' or 'high' when ``value`` lies at or next to that end of the range, else None."""
+    """'low' or 'high' when ``value`` lies at or next to that end of the range, else None.
+
+    Being exactly at an end wins; otherwise "next to" is within 10 % of the range width (on the log
+    scale for log ranges), or one step for integers.
+    """
     if param.type == "choice":
         values = list(param.values)
         if value not in values:
@@ -180,6 +206,8 @@ def _position(param: Any, value: float) -> str | None:
     low, high = float(param.low), float(param.high)
     if high <= low:
         return None
+    if value <= low or value >= high:
+        return "low" if value <= low else "high"
     if param.log:
         low, high, value = math.log10(low), math.log10(high), math.log10(value)
     margin = 0.1 * (high - low)
@@ -193,37 +221,56 @@ def _position(param: Any, value: float) -> str | None:
 
 
 def _suggestion(param: Any, side: str) -> tuple[float | None, str]:
-    """Suggested new limit for ``side`` and a sentence saying it (None when it cannot be extended)."""
-    hard = _HARD_LIMITS.get(param.name, (0.0 if param.type != "choice" else None, None))
+    """Suggested new limit for ``side`` and a sentence saying it (None when it cannot be extended).
+
+    Log ranges move one decade, linear ranges half their width (at least one step), ordered choices
+    one more value in their own progression (x2 for 8, 16, 32; +2 for 3, 5).
+    """
+    sign = -1 if side == "low" else 1
     if param.type == "choice":
         values = [float(v) for v in param.values]
-        end = values[0] if side == "low" else values[-1]
-        neighbour = values[1] if side == "low" else values[-2]
-        new = end * end / neighbour if neighbour and end > 0 and neighbour > 0 else 2 * end - neighbour
+        end, neighbour = (values[0], values[1]) if side == "low" else (values[-1], values[-2])
+        new = end * end / neighbour if _is_geometric(values) else 2 * end - neighbour
     else:
         end = float(param.low if side == "low" else param.high)
         if param.log:
-            new = end / 10 if side == "low" else end * 10
+            new = end * 10.0 ** sign
         else:
             width = float(param.high) - float(param.low)
-            new = end - width / 2 if side == "low" else end + width / 2
-    lo_hard, hi_hard = hard
+            new = end + sign * max(width / 2, float(param.step or 0))
+    lo_hard, hi_hard = _HARD_LIMITS.get(param.name, (0.0, None))
     if side == "low" and lo_hard is not None:
         new = max(new, lo_hard)
     if side == "high" and hi_hard is not None:
         new = min(new, hi_hard)
-    if param.type in ("int", "choice") and all(float(v).is_integer() for v in _numeric_values(param)):
-        new = float(round(new))
+    if all(float(v).is_integer() for v in _numeric_values(param)) and param.type != "float":
+        new = float(math.floor(new) if side == "low" else math.ceil(new))
     if new == end:
         return None, f"already at its hard limit {end:g}; cannot be extended"
     verb = "lower" if side == "low" else "raise"
     return new, f"{verb} the {side} end from {end:g} to {new:g}"
 
 
+def _is_geometric(values: list[float]) -> bool:
+    """Values that grow by one whole factor (8, 16, 32): extend them by that factor, not by a step."""
+    if len(values) < 2 or any(v <= 0 for v in values):
+        return False
+    ratios = {values[i + 1] / values[i] for i in range(len(values) - 1)}
+    return len(ratios) == 1 and float(next(iter(ratios))).is_integer() and next(iter(ratios)) > 1
+
+
 def _numeric_values(param: Any) -> list[float]:
     if param.type == "choice":
         return [float(v) for v in param.values]
     return [float(param.low), float(param.high)]
+
+
+def _active(trials: pd.DataFrame, name: str) -> pd.Series:
+    """Rows of the trials in which ``name`` had an effect."""
+    parent, values = _ACTIVE_WHEN.get(name, (None, None))
+    if parent is None or f"hp_{parent}" not in trials.columns:
+        return pd.Series(True, index=trials.index)
+    return trials[f"hp_{parent}"].isin(values)
 
 
 def _is_boundary_candidate(param: Any) -> bool:
@@ -257,7 +304,10 @@ def boundary_flags(trials: pd.DataFrame, space: Any, *, direction: str = "max",
     flags = []
     for param in space.params:
         column = f"hp_{param.name}"
-        if not _is_boundary_candidate(param) or column not in top.columns or pd.isna(top.iloc[0][column]):
+        if not _is_boundary_candidate(param) or column not in top.columns:
+            continue
+        top = _top_trials(trials[_active(trials, param.name)], direction, top_k)
+        if top.empty or pd.isna(top.iloc[0][column]):
             continue
         best_value = float(top.iloc[0][column])
         side = _position(param, best_value)

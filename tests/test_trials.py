@@ -119,3 +119,24 @@ def test_empty_tuner_dir_gives_empty_table(tmp_path: Path) -> None:
     assert frame.empty and list(frame.columns[:6]) == list(BASE_COLUMNS)
     assert boundary_flags(frame, SPACE) == []
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_boundary_exact_end_wins_in_a_narrow_int_range(tmp_path: Path) -> None:
+    space = parse_search_space({"family": "baseline_cnn", "hyperparameters": {
+        "n_dense": {"type": "int", "low": 1, "high": 2},
+        "kernel_size": {"type": "choice", "values": [3, 5]}}})
+    _write_trial(tmp_path / "t", "0", score=0.9, values={"n_dense": 2, "kernel_size": 3})
+    flags = {f["hyperparameter"]: f for f in boundary_flags(trials_frame(tmp_path / "t"), space)}
+    assert flags["n_dense"]["side"] == "high" and flags["n_dense"]["suggested_limit"] == 3
+    assert flags["kernel_size"]["suggested_limit"] == 1, "evenly spaced choices extend by their step"
+
+
+def test_boundary_ignores_hyperparameters_inactive_in_the_best_trials(tmp_path: Path) -> None:
+    space = parse_search_space({"family": "baseline_cnn", "hyperparameters": {
+        "optimizer": {"type": "choice", "values": ["adam", "sgd"]},
+        "momentum": {"type": "float", "low": 0.8, "high": 0.99}}})
+    _write_trial(tmp_path / "t", "0", score=0.9, values={"optimizer": "adam", "momentum": 0.8})
+    assert boundary_flags(trials_frame(tmp_path / "t"), space) == []
+    _write_trial(tmp_path / "t", "1", score=0.5, values={"optimizer": "sgd", "momentum": 0.8})
+    flags = boundary_flags(trials_frame(tmp_path / "t"), space)
+    assert [f["hyperparameter"] for f in flags] == ["momentum"] and flags[0]["trials_at_limit"] == "1/1"
