@@ -44,7 +44,11 @@ def model_path(paths: StudyPaths, which: str) -> Path:
                 else "run `hpstudy finalize` on a transfer-model study first")
         raise StudyError(f"no {which} model at {path}: {hint}")
     expected = (record or {}).get("model_sha256")
-    if expected and file_sha256(path) != expected:
+    if not expected:
+        recorded_in = folder / ("best_config.json" if which == "final" else "lr_backoff.json")
+        raise StudyError(f"{path} has no SHA-256 recorded in {recorded_in}, so hpstudy cannot tell it is the model "
+                         "this study saved; re-run `hpstudy finalize`")
+    if file_sha256(path) != expected:
         raise StudyError(f"{path} is not the model this study saved (its SHA-256 differs from the one recorded "
                          f"in {folder}); was it copied from another study? Re-run `hpstudy finalize`.")
     return path
@@ -92,6 +96,10 @@ def evaluate_study(config: Any, *, model: str = "final", force: bool = False, da
     ledger = paths.evaluation_dir / LEDGER
     earlier = check_first_evaluation(ledger, sha, force=force)
     stats, x, y, leaks, names = _load_test(config, paths)
+    stamp = {"model": model, "model_sha256": sha, "study": config.name, "user": _user(), "model_file": str(path),
+             "forced": bool(earlier)}
+    # Recorded before the model sees the test images: a crash from here on still counts as a use.
+    record_evaluation(ledger, {**stamp, "status": "started", "time": _now()})
     probs = keras.models.load_model(path).predict(stats["normalizer"].apply(x), verbose=0).reshape(-1)
     metrics = ev.binary_metrics(y, probs)
     intervals = ev.bootstrap_ci(y, probs, n_boot=n_boot, seed=config.seed)
@@ -108,10 +116,13 @@ def evaluate_study(config: Any, *, model: str = "final", force: bool = False, da
               "metrics": metrics, "ci95": {k: list(v) for k, v in intervals.items()},
               "leaks_across_all_splits": int(len(leaks)), "forced": bool(earlier)}
     atomic_write_json(out / "metrics.json", result)
-    record_evaluation(ledger, {**result, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                               "user": _user(), "study": config.name, "model_file": str(path)})
+    record_evaluation(ledger, {**stamp, **result, "status": "completed", "time": _now()})
     print(_metrics_line(config.name, model, metrics, intervals))
     return result
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _user() -> str:
@@ -138,7 +149,7 @@ def _metrics_line(name: str, model: str, metrics: dict[str, Any], intervals: dic
 
 def best_evaluated_model(paths: StudyPaths) -> str:
     """The model with the best test ROC AUC in the ledger (the course's rule for Grad-CAM)."""
-    entries = [e for e in read_ledger(paths.evaluation_dir / LEDGER) if e.get("model") in MODELS]
+    entries = [e for e in read_ledger(paths.evaluation_dir / LEDGER) if e.get("model") in MODELS and e.get("metrics")]
     if not entries:
         raise EvaluationError(f"no evaluation in {paths.evaluation_dir / LEDGER}: run `hpstudy evaluate` first")
     latest = {e["model"]: e for e in entries}
@@ -176,7 +187,9 @@ def gradcam_study(config: Any, *, model: str | None = None, per_group: int = 4, 
         images = load_images([root / p for p in rows["path"]], image_size=tuple(stats["image_size"]))
         explain = "positive" if group in ("tp", "fp") else "negative"
         maps = gc.heatmap(classifier, stats["normalizer"].apply(images), layer=layer, explain=explain)
-        titles = [f"{group.upper()}: label {int(r.label)}, p={r.probability:.2f}" for r in rows.itertuples()]
+        names = _ordered_classes(stats)
+        titles = [f"{group.upper()}: true {names[int(r.label)]}, p({names[1]})={r.probability:.2f}"
+                  for r in rows.itertuples()]
         figures[group] = gc.plot_gradcam_grid(
             images, maps, titles, paths.evaluation_dir / which / f"gradcam_{group}.png",
             suptitle=f"{config.name} ({which}): Grad-CAM, {group.upper()} (explaining the {explain} class)")

@@ -6,9 +6,10 @@ without an opacity), never presented as X-rays; with ``--data`` it runs on real 
 
 from __future__ import annotations
 
-import shutil
 from importlib import resources
 from pathlib import Path
+
+from hpstudy._io import atomic_write_bytes
 
 __all__ = ["run_demo", "DEMO_FILES"]
 
@@ -20,8 +21,7 @@ def _write_demo_study(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     defaults = resources.files("hpstudy") / "defaults"
     for name in DEMO_FILES:
-        with resources.as_file(defaults / name) as source:
-            shutil.copyfile(source, out_dir / name)
+        atomic_write_bytes(out_dir / name, (defaults / name).read_bytes())
     return out_dir / "demo_study.yaml"
 
 

@@ -19,6 +19,7 @@ both the inner activation and the backbone output (recursively for deeper nestin
 from __future__ import annotations
 
 import math
+import textwrap
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -418,9 +419,9 @@ def plot_gradcam_grid(images: np.ndarray, maps: np.ndarray, titles: Sequence[str
     if not len(images) == len(maps) == len(titles) or len(images) == 0:
         raise ValueError(f"need as many images, maps and titles (at least one), got "
                          f"{len(images)}, {len(maps)}, {len(titles)}")
-    pairs_per_row = 1 if len(images) <= 4 else 2
+    pairs_per_row = min(len(images), 2)
     rows = math.ceil(len(images) / pairs_per_row)
-    fig = Figure(figsize=(5.2 * pairs_per_row, 2.8 * rows + 0.8), layout="constrained")
+    fig = Figure(figsize=(max(5.6 * pairs_per_row, 9.0), 2.9 * rows + 0.9), layout="constrained")
     axes = fig.subplots(rows, 2 * pairs_per_row, squeeze=False).reshape(-1, 2)
     for (left, right), image, heat, title in zip(axes, images, maps, titles):
         left.imshow(_display(image))
@@ -431,7 +432,7 @@ def plot_gradcam_grid(images: np.ndarray, maps: np.ndarray, titles: Sequence[str
         ax.set_axis_off()
     fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), ax=axes.reshape(-1).tolist(), shrink=0.6,
                  label="Grad-CAM importance (normalized)")
-    fig.suptitle(suptitle, fontsize=11)
+    fig.suptitle("\n".join(textwrap.wrap(suptitle, width=90)), fontsize=11)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     return Path(path)

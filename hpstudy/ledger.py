@@ -1,5 +1,8 @@
 """The test ledger: every evaluation of a model on the test split, one JSON line each.
 
+An evaluation writes a ``started`` line just before the model first sees the test images and a
+``completed`` line with the metrics; either one makes the next evaluation of that model file a repeat.
+
 The test split is used once per model (DESIGN.md, rule 5). A second evaluation of the same model
 file (same SHA-256) is refused unless forced, and a forced one is recorded as such.
 """
@@ -39,8 +42,10 @@ def check_first_evaluation(path: str | Path, model_sha256: str, *, force: bool =
     earlier = [e for e in read_ledger(path) if e.get("model_sha256") == model_sha256]
     if earlier and not force:
         first = earlier[0]
+        how = "evaluated" if any(e.get("status", "completed") == "completed" for e in earlier) else \
+            "shown to the model (an evaluation that did not complete)"
         raise EvaluationError(
-            f"model {first.get('model')} (sha256 {model_sha256[:12]}…) was already evaluated on the test split "
+            f"model {first.get('model')} (sha256 {model_sha256[:12]}…) was already {how} on the test split "
             f"at {first.get('time')} (ledger {path}). The test set is used once; pass --force to evaluate again "
             "(the repeat is recorded in the ledger)."
         )

@@ -72,8 +72,9 @@ def test_search_finalize_evaluate_once_and_gradcam(sample_data: Path, tmp_path: 
         evaluate_study(study_yaml)
     forced = evaluate_study(study_yaml, force=True, n_boot=200)
     ledger = read_ledger(paths.evaluation_dir / "test_ledger.jsonl")
-    assert [e["forced"] for e in ledger] == [False, True] and forced["forced"] is True
-    assert ledger[0]["model_sha256"] == best["model_sha256"]
+    assert [(e["status"], e["forced"]) for e in ledger] == [("started", False), ("completed", False),
+                                                            ("started", True), ("completed", True)]
+    assert forced["forced"] is True and ledger[1]["model_sha256"] == best["model_sha256"]
 
     figures = gradcam_study(study_yaml, per_group=2)
     predictions = pd.read_csv(paths.evaluation_dir / "final" / "predictions.csv")

@@ -26,3 +26,10 @@ def test_torn_last_line_is_skipped(tmp_path: Path) -> None:
     with open(ledger, "a", encoding="utf-8") as handle:
         handle.write('{"model": "fin')  # a crash in the middle of a write
     assert [e["model"] for e in read_ledger(ledger)] == ["final"]
+
+
+def test_an_evaluation_that_did_not_complete_still_counts_as_a_use(tmp_path: Path) -> None:
+    ledger = tmp_path / "test_ledger.jsonl"
+    record_evaluation(ledger, {"model": "final", "model_sha256": "abc", "status": "started", "time": "t0"})
+    with pytest.raises(EvaluationError, match="already shown to the model .*did not complete"):
+        check_first_evaluation(ledger, "abc")

@@ -23,7 +23,7 @@ _EVAL_FIGURES = (("confusion_matrix.png", "Confusion matrix on the test split"),
 _GROUPS = (("tp", "true positives"), ("tn", "true negatives"), ("fp", "false positives"), ("fn", "false negatives"))
 _ATTEMPT_COLUMNS = ("learning_rate", "epochs_run", "unfrozen_layers", "dropped", "dropped_at_epoch", "reason",
                     "final_loss", "reference_loss", "improved")
-_LEDGER_COLUMNS = ("time", "user", "study", "model", "model_sha256", "n_test", "forced")
+_LEDGER_COLUMNS = ("time", "status", "user", "study", "model", "model_sha256", "n_test", "forced")
 
 
 def _figure_or_note(assets: Assets, source: Path, name: str, caption: str, missing: str) -> Block:
