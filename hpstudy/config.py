@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 __all__ = [
     "FAMILY_HYPERPARAMETERS", "FAMILIES", "HP_TYPES", "OPTIMIZER_NAMES", "POOLINGS", "ORACLE_TYPES", "METRICS",
     "UNFREEZE_POLICIES", "STUDY_KEYS", "HyperParam", "SearchSpace", "load_search_space", "parse_search_space",
-    "OracleConfig", "Objective", "EarlyStopping", "FinalizeConfig", "FinetuneConfig", "StudyConfig",
+    "OracleConfig", "Objective", "EarlyStopping", "FinalizeConfig", "FinetuneConfig", "FeatureCacheConfig",
+    "StudyConfig",
     "load_study", "parse_study", "diff_configs",
 ]
 
@@ -581,6 +582,25 @@ class FinetuneConfig:
     max_retries: int = 2
 
 
+@dataclass(frozen=True)
+class FeatureCacheConfig:
+    """Frozen-backbone feature cache of the resnet50v2_head family (``hpstudy.features``).
+
+    The backbone runs once per training image and view (the clean image plus ``views`` augmented
+    copies) and once per validation image; the search then trains the head alone on the stored
+    features, each epoch drawing one view per training image.
+    """
+
+    enabled: bool = True
+    views: int = 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "views": self.views}
+
+
+_MAX_VIEWS = 64
+
+
 def _metric_mode(name: str) -> str:
     return "max" if any(part in name for part in ("auc", "acc", "precision", "recall", "f1")) else "min"
 
@@ -663,6 +683,25 @@ _FINALIZE = {"scale_epochs": _boolean}
 _FINETUNE = {"unfreeze": lambda v, at: _one_of(v, UNFREEZE_POLICIES, at), "top_blocks": _minimum(1),
              "from_layer": _optional_text, "learning_rate": _positive, "epochs": _minimum(1),
              "drop_margin": _non_negative, "max_retries": _minimum(0)}
+
+
+def _feature_cache(value: Any, family: str, augmentation: Augmentation, at: _At) -> FeatureCacheConfig | None:
+    """The resnet50v2_head cache settings (on by default); ``true``/``false`` switch it with default views."""
+    if family != "resnet50v2_head":
+        if value is not None:
+            raise at.error(f"applies to family resnet50v2_head only (its frozen backbone is what is cached); "
+                           f"this study is {family}: remove the key")
+        return None
+    if isinstance(value, bool):
+        return FeatureCacheConfig(enabled=value)
+    config = _section(value, FeatureCacheConfig, {"enabled": _boolean, "views": _minimum(0)}, at)
+    if config.views > _MAX_VIEWS:
+        raise (at / "views").error(f"must be <= {_MAX_VIEWS} (each view is one backbone pass over the training "
+                                   f"images), but got {config.views}")
+    if config.enabled and config.views == 0 and augmentation.enabled:
+        raise (at / "views").error("must be >= 1 while augmentation is on: with 0 views the head would train on "
+                                   "clean features only; set augmentation: false to train without augmentation")
+    return config
 
 
 def _finetune(value: Any, at: _At) -> FinetuneConfig:
@@ -769,6 +808,7 @@ class StudyConfig:
     jit_compile: bool = False
     finalize: FinalizeConfig = FinalizeConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    feature_cache: FeatureCacheConfig | None = None
 
     @property
     def study_dir(self) -> Path:
@@ -780,6 +820,8 @@ class StudyConfig:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "feature_cache" and value is None:
+                continue  # families without a frozen backbone: keeps their frozen study.yaml unchanged
             if isinstance(value, Path):
                 value = str(value)
             elif hasattr(value, "to_dict"):
@@ -799,12 +841,13 @@ class StudyConfig:
 STUDY_KEYS = ("name", "data", "family", "search_space", "oracle", "objective", "early_stopping", "seed",
               "image_size", "normalization", "augmentation", "class_weights", "executions_per_trial", "weights",
               "positive_class", "leak_check", "deterministic", "tensorboard", "keep_checkpoints",
-              "mixed_precision", "jit_compile", "finalize", "finetune")
+              "mixed_precision", "jit_compile", "finalize", "finetune", "feature_cache")
 _BOOL_KEYS = ("class_weights", "deterministic", "tensorboard", "keep_checkpoints", "mixed_precision", "jit_compile")
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "oracle": tuple(dict.fromkeys(k for keys in _ORACLE_KEYS.values() for k in keys)),
     "objective": ("name", "direction"), "early_stopping": tuple(_STOPPING), "finalize": tuple(_FINALIZE),
     "finetune": tuple(_FINETUNE), "augmentation": tuple(f.name for f in fields(Augmentation)),
+    "feature_cache": ("enabled", "views"),
 }
 
 
@@ -842,6 +885,8 @@ def _apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str] | Mapping[
         section = result.get(head)
         if head == "objective" and isinstance(section, str):
             section = {"name": section}
+        elif head == "feature_cache" and isinstance(section, bool):
+            section = {"enabled": section}
         elif not isinstance(section, Mapping):
             section = Augmentation.none().to_dict() if head == "augmentation" and section is False else {}
         result[head] = {**section, rest: value}
@@ -883,6 +928,7 @@ def parse_study(data: Mapping[str, Any], *, source: Path | None = None, data_pat
         raise (at / "normalization").error(
             f"must be fixed with pretrained ResNet50V2 weights ({weights}): the backbone expects pixels scaled "
             f"as in ImageNet training, not standardized; but got {normalization!r}")
+    augmentation = _augmentation(raw.get("augmentation", True), at / "augmentation")
     return StudyConfig(
         name=name, source=_abspath(source, Path.cwd()) if source is not None else None,
         data=_abspath(data_path, Path.cwd()) if data_path is not None else _path(raw.get("data"), at / "data", base),
@@ -893,13 +939,14 @@ def parse_study(data: Mapping[str, Any], *, source: Path | None = None, data_pat
         seed=_integer(raw.get("seed", 42), at / "seed", minimum=0),
         image_size=_image_size(raw.get("image_size", 224 if family == "resnet50v2_head" else 128), at / "image_size"),
         normalization=normalization,
-        augmentation=_augmentation(raw.get("augmentation", True), at / "augmentation"),
+        augmentation=augmentation,
         executions_per_trial=_integer(raw.get("executions_per_trial", 1), at / "executions_per_trial", minimum=1),
         weights=weights,
         positive_class=_optional_text(raw.get("positive_class"), at / "positive_class"),
         leak_check=_one_of(raw.get("leak_check", "warn"), LEAK_SEVERITIES, at / "leak_check"),
         finalize=_section(raw.get("finalize"), FinalizeConfig, _FINALIZE, at / "finalize"),
         finetune=_finetune(raw.get("finetune"), at / "finetune"),
+        feature_cache=_feature_cache(raw.get("feature_cache"), family, augmentation, at / "feature_cache"),
         **{key: _boolean(raw.get(key, False), at / key) for key in _BOOL_KEYS},
     )
 

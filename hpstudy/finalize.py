@@ -163,17 +163,23 @@ def finalize_study(config: StudyConfig | str | Path, *, data: str | Path | None 
           f"{epochs} epochs on train+val ({len(y)} images), no early stopping, no validation data"
           + (f" (best epoch {int(best['best_epoch'])} scaled by {len(y)}/{len(prepared.y_train)})"
              if config.finalize.scale_epochs else " (the best epoch of the search)"))
-    model, history = _fit_final(config, prepared, values, x, y, epochs)
-    model_path = save_and_verify(model, paths.final_dir / "model.keras", prepared.normalizer.apply(x[:8]))
-    write_history(history, paths.final_dir, title=f"{config.name}: final training on train+val")
-    atomic_write_json(paths.final_dir / "best_config.json", {
-        "trial_id": str(best["trial_id"]), "score": float(best["score"]), "objective": config.objective.name,
-        "hyperparameters": values, "best_epoch": int(best["best_epoch"]), "epochs": epochs,
-        "scaled_by_data_ratio": config.finalize.scale_epochs, "train_val_images": int(len(y)),
-        "normalizer": prepared.normalizer.to_dict(), "normalizer_fitted_on": "train",
-        "model": model_path.name, "model_sha256": file_sha256(model_path), "family": config.family,
-    })
-    print(f"[{config.name}] final model saved to {model_path} (reloaded and checked)")
+    model_path = _saved_final(paths, trial_id=str(best["trial_id"]), epochs=epochs, hyperparameters=values,
+                              family=config.family)
+    if model_path is not None:  # a rerun (e.g. after a crash while fine-tuning) keeps the model it saved
+        print(f"[{config.name}] final model of trial {best['trial_id']} already saved at {model_path} "
+              "(its SHA-256 matches best_config.json); keeping it")
+    else:
+        model, history = _fit_final(config, prepared, values, x, y, epochs)
+        model_path = save_and_verify(model, paths.final_dir / "model.keras", prepared.normalizer.apply(x[:8]))
+        write_history(history, paths.final_dir, title=f"{config.name}: final training on train+val")
+        atomic_write_json(paths.final_dir / "best_config.json", {
+            "trial_id": str(best["trial_id"]), "score": float(best["score"]), "objective": config.objective.name,
+            "hyperparameters": values, "best_epoch": int(best["best_epoch"]), "epochs": epochs,
+            "scaled_by_data_ratio": config.finalize.scale_epochs, "train_val_images": int(len(y)),
+            "normalizer": prepared.normalizer.to_dict(), "normalizer_fitted_on": "train",
+            "model": model_path.name, "model_sha256": file_sha256(model_path), "family": config.family,
+        })
+        print(f"[{config.name}] final model saved to {model_path} (reloaded and checked)")
     outcome = FinalizeOutcome(model_path, epochs, str(best["trial_id"]), values)
     if finetune if finetune is not None else config.family == "resnet50v2_head":
         from hpstudy.finetune import finetune_model
@@ -183,13 +189,28 @@ def finalize_study(config: StudyConfig | str | Path, *, data: str | Path | None 
     return outcome
 
 
+def _saved_final(paths: StudyPaths, **expected: Any) -> Path | None:
+    """``final/model.keras`` when ``best_config.json`` records ``expected`` and the file's SHA-256, else None."""
+    path = paths.final_dir / "model.keras"
+    try:
+        record = json.loads((paths.final_dir / "best_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if any(record.get(key) != value for key, value in expected.items()) or not path.is_file():
+        return None
+    return path if file_sha256(path) == record.get("model_sha256") else None
+
+
 def _fit_final(config: StudyConfig, prepared: Any, values: dict[str, Any], x: np.ndarray, y: np.ndarray,
                epochs: int) -> tuple[Any, Any]:
     import keras
 
     from hpstudy.data.pipeline import class_weights, make_dataset
+    from hpstudy.features import fit_final_head, uses_feature_cache
     from hpstudy.hypermodels import build_hypermodel
 
+    if uses_feature_cache(config):  # the head trains on cached features, then moves onto the backbone
+        return fit_final_head(config, prepared, values, epochs, StudyPaths(config.study_dir).cache_dir)
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     hypermodel = build_hypermodel(config.family, config.search_space, input_shape=prepared.input_shape,

@@ -28,6 +28,7 @@ size is a real hyperparameter: ``fit`` calls a ``DatasetFactory`` with the tuned
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -96,10 +97,15 @@ def classification_metrics() -> list[keras.metrics.Metric]:
 
 
 def compile_classifier(model: keras.Model, *, optimizer: keras.optimizers.Optimizer,
-                       jit_compile: bool = False) -> keras.Model:
-    """Compile ``model`` (probability output) with binary cross-entropy and the metrics above."""
+                       jit_compile: bool = False, steps_per_execution: int = 1) -> keras.Model:
+    """Compile ``model`` (probability output) with binary cross-entropy and the metrics above.
+
+    ``steps_per_execution`` > 1 runs several batches per call of the compiled step: it pays for tiny
+    models (a head on cached features), whose steps are dominated by the per-call overhead.
+    """
     model.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(from_logits=False),
-                  metrics=classification_metrics(), jit_compile=jit_compile)
+                  metrics=classification_metrics(), jit_compile=jit_compile,
+                  steps_per_execution=int(steps_per_execution))
     return model
 
 
@@ -346,21 +352,40 @@ class ResNet50V2Head(_ClassifierHyperModel):
         _weights_source(weights)  # fail early on a missing file
         self.weights = weights
 
-    def _architecture(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+    def _pooled_features(self) -> tuple[Any, Any]:
+        """``(image input, pooled backbone features)``: everything below the dense top."""
         inputs = keras.Input(shape=self.input_shape, name="image")
         x = inputs
         if self.input_shape[2] == 1:
             x = keras.layers.Concatenate(name="to_rgb")([x, x, x])
         x = keras.layers.Rescaling(2.0, offset=-1.0, name="to_resnet_range")(x)  # [0, 1] -> [-1, 1]
+        # Keras draws every initializer's seed from Python's `random`: restoring its state after the
+        # backbone gives the head the same initial weights as the head alone (build_head_model) under
+        # the same seed, so a search on cached features starts each trial where the full model would.
+        state = random.getstate()
         backbone = build_resnet_backbone(self.input_shape, self.weights)
+        random.setstate(state)
         x = backbone(x, training=False)
-        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        return inputs, keras.layers.GlobalAveragePooling2D(name="pool")(x)
+
+    def _architecture(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        inputs, x = self._pooled_features()
         return keras.Model(inputs, _dense_top(x, HeadSettings.read(self._get(hp))), name=self.name)
 
-    def build_head_model(self, hp: keras_tuner.HyperParameters, *, feature_dim: int = 2048) -> keras.Model:
+    def feature_extractor(self) -> keras.Model:
+        """Normalized image -> pooled backbone features, with exactly the layers of the full model.
+
+        ``hpstudy.features`` caches its outputs; a head trained on them is copied into the full model.
+        """
+        inputs, x = self._pooled_features()
+        return keras.Model(inputs, x, name=f"{BACKBONE_NAME}_features")
+
+    def build_head_model(self, hp: keras_tuner.HyperParameters, *, feature_dim: int = 2048,
+                         steps_per_execution: int = 1) -> keras.Model:
         """The compiled head alone on pooled features, registering the same hyperparameters as ``build``."""
         head = build_head(HeadSettings.read(self._get(hp)), feature_dim=feature_dim)
-        return compile_classifier(head, optimizer=self._optimizer(hp), jit_compile=self.jit_compile)
+        return compile_classifier(head, optimizer=self._optimizer(hp), jit_compile=self.jit_compile,
+                                  steps_per_execution=steps_per_execution)
 
 
 FAMILIES: dict[str, type[_ClassifierHyperModel]] = {"baseline_cnn": BaselineCNN, "resnet50v2_head": ResNet50V2Head}
