@@ -316,13 +316,15 @@ def test_model_file_from_another_study_or_without_a_record_is_refused(study: Pat
 def test_the_test_set_is_evaluated_once(study: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["evaluate", str(study)]) == 0
     ledger = run_dir(study) / "evaluation" / "test_ledger.jsonl"
-    assert len(ledger.read_text().splitlines()) == 1
+    statuses = [json.loads(line)["status"] for line in ledger.read_text().splitlines()]
+    assert statuses == ["started", "completed"]  # 'started' is written before the model sees the test images
     before = snapshot(run_dir(study))
     fails(["evaluate", str(study)], capsys, "already evaluated on the test split", "--force", str(ledger))
     assert snapshot(run_dir(study)) == before
     assert main(["evaluate", str(study), "--force"]) == 0
     entries = [json.loads(line) for line in ledger.read_text().splitlines()]
-    assert [e["forced"] for e in entries] == [False, True]
+    assert [(e["status"], e["forced"]) for e in entries] == [("started", False), ("completed", False),
+                                                             ("started", True), ("completed", True)]
 
 
 def test_finalize_before_search(study: Path, capsys: pytest.CaptureFixture) -> None:
