@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -251,16 +251,19 @@ def repair_reloaded_oracle(tuner: kt.Tuner) -> list[str]:
     return notes
 
 
+def _hyperband_rounds(oracle: Any) -> Iterator[tuple[int, int]]:
+    """(trials, epochs each trains) of every round of every bracket in one Hyperband iteration."""
+    for bracket in range(oracle._get_num_brackets()):
+        for round_ in range(oracle._get_num_rounds(bracket)):
+            previous = oracle._get_epochs(bracket, round_ - 1) if round_ else 0
+            yield oracle._get_size(bracket, round_), oracle._get_epochs(bracket, round_) - previous
+
+
 def planned_trials(tuner: kt.Tuner) -> int | None:
     """Total trials the oracle will create (Hyperband: every round of every bracket), if known."""
     oracle = tuner.oracle
     if isinstance(oracle, kt.oracles.HyperbandOracle):
-        per_iteration = sum(
-            oracle._get_size(bracket, round_)
-            for bracket in range(oracle._get_num_brackets())
-            for round_ in range(oracle._get_num_rounds(bracket))
-        )
-        return int(per_iteration * oracle.hyperband_iterations)
+        return int(sum(size for size, _ in _hyperband_rounds(oracle)) * oracle.hyperband_iterations)
     return oracle.max_trials
 
 
@@ -268,13 +271,7 @@ def planned_epochs(tuner: kt.Tuner, trial_epochs: int) -> int | None:
     """Upper bound of the epochs the whole search trains (early stopping only lowers it)."""
     oracle = tuner.oracle
     if isinstance(oracle, kt.oracles.HyperbandOracle):
-        per_iteration = sum(
-            oracle._get_size(bracket, round_)
-            * (oracle._get_epochs(bracket, round_) - (oracle._get_epochs(bracket, round_ - 1) if round_ else 0))
-            for bracket in range(oracle._get_num_brackets())
-            for round_ in range(oracle._get_num_rounds(bracket))
-        )
-        return int(per_iteration * oracle.hyperband_iterations)
+        return int(sum(size * epochs for size, epochs in _hyperband_rounds(oracle)) * oracle.hyperband_iterations)
     return oracle.max_trials * trial_epochs if oracle.max_trials else None
 
 
