@@ -226,12 +226,10 @@ def _fit_final(config: StudyConfig, prepared: Any, values: dict[str, Any], x: np
 
 
 def history_table(history: Any) -> Any:
-    """A Keras ``History`` as a DataFrame with a 1-based ``epoch`` column."""
-    import pandas as pd
+    """A Keras ``History`` as a DataFrame with a 1-based ``epoch`` column (the search's own conversion)."""
+    from hpstudy.tuners import history_frame
 
-    table = pd.DataFrame(history.history)
-    table.insert(0, "epoch", [e + 1 for e in history.epoch])
-    return table
+    return history_frame([history])
 
 
 def write_history(history: Any, folder: Path, *, title: str) -> None:
