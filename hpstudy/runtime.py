@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["seed_everything", "configure_devices", "package_versions", "quiet_tensorflow"]
+__all__ = ["seed_everything", "configure_devices", "package_versions", "quiet_tensorflow", "resident_mib"]
 
 _VERSIONED = ("tensorflow", "keras", "keras-tuner", "numpy", "pandas", "scikit-learn", "matplotlib", "hpstudy")
 
@@ -70,3 +70,15 @@ def package_versions() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def resident_mib() -> float | None:
+    """Resident memory of this process in MiB (``VmRSS``; Linux only, else None)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
+    return None

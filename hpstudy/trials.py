@@ -6,7 +6,9 @@ and ``history.csv`` (one row per epoch). ``trials_frame`` flattens them into one
 a fixed column order::
 
     trial_id, status, score, best_epoch, epochs_run, seconds, hp_<name>..., <metric>..., val_<metric>...,
-    hb_bracket, hb_round, hb_epochs, hb_initial_epoch, hb_parent, message
+    hb_bracket, hb_round, hb_epochs, hb_initial_epoch, hb_parent, message, pid, rss_mib
+
+``pid`` is the process that ran the trial and ``rss_mib`` its resident memory after the trial's cleanup.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ __all__ = [
 TRIAL_META_FILE = "hpstudy_trial.json"
 HISTORY_FILE = "history.csv"
 BASE_COLUMNS = ("trial_id", "status", "score", "best_epoch", "epochs_run", "seconds")
+# Which process ran the trial and its resident memory after the trial's cleanup (a leak climbs).
+_PROCESS_COLUMNS = ("pid", "rss_mib")
 _METRIC_ORDER = ("loss", "accuracy", "auc", "precision", "recall")
 _HYPERBAND_KEYS = {
     "tuner/bracket": "hb_bracket",
@@ -94,6 +98,7 @@ def _trial_row(trial_dir: Path) -> dict[str, Any] | None:
         if key in values:
             row[column] = values[key]
     row["message"] = _short_message(trial.get("message"))
+    row.update({column: meta.get(column) for column in _PROCESS_COLUMNS})
     return row
 
 
@@ -116,10 +121,10 @@ def _ordered_columns(rows: list[dict[str, Any]], hp_names: Sequence[str] | None)
     present = {key for row in rows for key in row}
     hp_cols = [f"hp_{n}" for n in (hp_names or [])]
     hp_cols += sorted(c for c in present if c.startswith("hp_") and c not in hp_cols)
-    fixed = set(BASE_COLUMNS) | set(hp_cols) | set(_HYPERBAND_KEYS.values()) | {"message"}
+    fixed = set(BASE_COLUMNS) | set(hp_cols) | set(_HYPERBAND_KEYS.values()) | {"message", *_PROCESS_COLUMNS}
     metrics = sorted((c for c in present if c not in fixed), key=_metric_sort_key)
     hyperband = [c for c in _HYPERBAND_KEYS.values() if c in present]
-    return [*BASE_COLUMNS, *hp_cols, *metrics, *hyperband, "message"]
+    return [*BASE_COLUMNS, *hp_cols, *metrics, *hyperband, "message", *_PROCESS_COLUMNS]
 
 
 def trials_frame(tuner_dir: str | Path, *, hp_names: Sequence[str] | None = None) -> pd.DataFrame:

@@ -58,7 +58,7 @@ def test_trials_frame_has_fixed_column_order_and_one_row_per_trial(tuner_dir: Pa
     assert hp_columns == [f"hp_{n}" for n in SPACE.names]
     metric_columns = frame.columns[6 + len(hp_columns):].tolist()
     assert metric_columns[:4] == ["loss", "auc", "val_loss", "val_auc"]
-    assert metric_columns[-3:] == ["hb_bracket", "hb_round", "message"]
+    assert metric_columns[-5:] == ["hb_bracket", "hb_round", "message", "pid", "rss_mib"]
     assert frame.loc[frame.trial_id == "0001", "status"].item() == "FAILED"
 
 
