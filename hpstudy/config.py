@@ -806,6 +806,7 @@ class StudyConfig:
     keep_checkpoints: bool = False
     mixed_precision: bool = False
     jit_compile: bool = False
+    trials_per_process: int = 0  # 0: every trial in the searching process; N: a fresh process every N trials
     finalize: FinalizeConfig = FinalizeConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     feature_cache: FeatureCacheConfig | None = None
@@ -841,7 +842,7 @@ class StudyConfig:
 STUDY_KEYS = ("name", "data", "family", "search_space", "oracle", "objective", "early_stopping", "seed",
               "image_size", "normalization", "augmentation", "class_weights", "executions_per_trial", "weights",
               "positive_class", "leak_check", "deterministic", "tensorboard", "keep_checkpoints",
-              "mixed_precision", "jit_compile", "finalize", "finetune", "feature_cache")
+              "mixed_precision", "jit_compile", "trials_per_process", "finalize", "finetune", "feature_cache")
 _BOOL_KEYS = ("class_weights", "deterministic", "tensorboard", "keep_checkpoints", "mixed_precision", "jit_compile")
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "oracle": tuple(dict.fromkeys(k for keys in _ORACLE_KEYS.values() for k in keys)),
@@ -947,6 +948,7 @@ def parse_study(data: Mapping[str, Any], *, source: Path | None = None, data_pat
         finalize=_section(raw.get("finalize"), FinalizeConfig, _FINALIZE, at / "finalize"),
         finetune=_finetune(raw.get("finetune"), at / "finetune"),
         feature_cache=_feature_cache(raw.get("feature_cache"), family, augmentation, at / "feature_cache"),
+        trials_per_process=_integer(raw.get("trials_per_process", 0), at / "trials_per_process", minimum=0),
         **{key: _boolean(raw.get(key, False), at / key) for key in _BOOL_KEYS},
     )
 

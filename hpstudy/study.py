@@ -24,12 +24,12 @@ from hpstudy.paths import StudyPaths
 from hpstudy.runtime import configure_devices, package_versions, quiet_tensorflow, seed_everything
 from hpstudy.trials import best_trial, boundary_flags, load_trials, write_trials_csv
 
-__all__ = ["StudyOutcome", "run_study", "resolve_config", "export_trials", "study_status", "read_state",
+__all__ = ["StudyOutcome", "run_study", "run_here", "resolve_config", "export_trials", "study_status", "read_state",
            "RESUMABLE_CHANGES"]
 
 # Settings that may change between runs of one study without invalidating its trials.
-RESUMABLE_CHANGES = ("oracle.iterations", "oracle.max_trials", "tensorboard", "keep_checkpoints", "data",
-                     "source", "search_space_path", "finalize", "finetune", "leak_check")
+RESUMABLE_CHANGES = ("oracle.iterations", "oracle.max_trials", "tensorboard", "keep_checkpoints",
+                     "trials_per_process", "data", "source", "search_space_path", "finalize", "finetune", "leak_check")
 
 
 @dataclass
@@ -44,6 +44,7 @@ class StudyOutcome:
     boundary: list[dict[str, Any]] = field(default_factory=list)
     finished_before: bool = False
     exhausted: bool = False
+    paused: bool = False  # stopped at a trial_limit with budget left (a later run continues)
 
 
 def resolve_config(config: StudyConfig | str | Path, *, data: str | Path | None = None,
@@ -142,10 +143,11 @@ def _callbacks(config: StudyConfig, paths: StudyPaths) -> list[Any]:
 class _Progress:
     """Prints one line per finished trial and keeps the trials table and study.json current."""
 
-    def __init__(self, config: StudyConfig, paths: StudyPaths, planned: int | None) -> None:
+    def __init__(self, config: StudyConfig, paths: StudyPaths, planned: int | None, *,
+                 started: float | None = None) -> None:
         self.config, self.paths, self.planned = config, paths, planned
         self.planned_epochs: int | None = None
-        self.start = time.perf_counter()
+        self.start = time.time() if started is None else started
 
     def __call__(self, tuner: Any, trial: Any) -> None:
         table = write_trials_csv(self.paths.tuner_dir, self.paths.trials_csv, hp_names=self.config.search_space.names)
@@ -163,7 +165,7 @@ class _Progress:
             best_text = f"best {_fmt(best['score'])} (trial {best['trial_id']})"
         except StudyError:
             best_text = "best -"
-        elapsed = time.perf_counter() - self.start
+        elapsed = time.time() - self.start
         return (f"[{self.config.name}] trial {done}{of} ({row['trial_id']}) {hps} -> {score} | {best_text}"
                 f" | {_duration(float(row['seconds'] or 0))} | elapsed {_duration(elapsed)}{self._eta(table)}")
 
@@ -219,11 +221,17 @@ def run_study(config: StudyConfig | str | Path, *, data: str | Path | None = Non
         distributed: a ``hpstudy.distributed.DistributedSettings`` to serve the oracle as Keras Tuner's
             chief and run the trials in worker processes (see ``hpstudy.distributed``); None runs them here.
 
+    With ``trials_per_process: N`` in the study (or ``overrides={"trials_per_process": N}``) the trials run
+    in child processes that exit every N trials, so that memory TensorFlow keeps per trained model is
+    returned to the system (see ``hpstudy.processes``); workers of a distributed search restart themselves
+    every N trials instead.
+
     Returns:
         A ``StudyOutcome`` with the trials run now, the best trial and the boundary flags.
 
     Raises:
-        ConfigError, DataError, StudyError: bad configuration or data, or a changed configuration.
+        ConfigError, DataError: bad configuration or data.
+        StudyError: a changed configuration, too many failed trials, or a trial process that died.
     """
     quiet_tensorflow()
     config = resolve_config(config, data=data, overrides=overrides)
@@ -231,8 +239,24 @@ def run_study(config: StudyConfig | str | Path, *, data: str | Path | None = Non
     if overwrite and paths.root.exists():
         print(f"--overwrite: deleting the existing run {paths.root}")
         shutil.rmtree(paths.root)
+    if config.trials_per_process and distributed is None:
+        from hpstudy.processes import run_in_processes
+
+        return run_in_processes(config, verbose=verbose)
+    return run_here(config, verbose=verbose, distributed=distributed, overrides=overrides)
+
+
+def run_here(config: StudyConfig, *, verbose: int = 0, distributed: Any = None,
+             overrides: Sequence[str] | Mapping[str, Any] = (), trial_limit: int | None = None,
+             announce: bool = True, started: float | None = None) -> StudyOutcome:
+    """``run_study`` in this process, stopping after ``trial_limit`` trials (then ``outcome.paused``).
+
+    ``announce=False`` leaves the closing summary to the caller (a parent process that ran several parts);
+    ``started`` is the wall-clock start of the whole search, for the progress lines' elapsed time.
+    """
     from hpstudy.data.prepare import prepare_data, resolve_source
 
+    paths = StudyPaths(config.study_dir)
     source = resolve_source(config.data, positive_class=config.positive_class)
     paths.root.mkdir(parents=True, exist_ok=True)
     _freeze_or_check(config, paths, source.fingerprint(splits=("train", "val")))
@@ -243,7 +267,7 @@ def run_study(config: StudyConfig | str | Path, *, data: str | Path | None = Non
                             leak_check=config.leak_check, leaks_csv=paths.leaks_csv,
                             cache_dir=paths.cache_dir, stats_path=paths.data_stats)
     cached = _cached_search(config, paths, prepared)
-    tuner, planned = _build_tuner(config, paths, prepared, cached=cached)
+    tuner, planned = _build_tuner(config, paths, prepared, cached=cached, trial_limit=trial_limit, started=started)
     _write_state(paths, status="running", started=_now(), planned_trials=planned)
     if distributed is not None:
         from hpstudy.distributed import serve_chief
@@ -251,7 +275,7 @@ def run_study(config: StudyConfig | str | Path, *, data: str | Path | None = Non
         serve_chief(tuner, config, paths, distributed, overrides=overrides, verbose=verbose)
     else:
         _search(tuner, config, paths, prepared, verbose, cached=cached)
-    return _conclude(tuner, config, paths, planned, finished_before)
+    return _conclude(tuner, config, paths, planned, finished_before, announce=announce)
 
 
 def _cached_search(config: StudyConfig, paths: StudyPaths, prepared: Any) -> Any:
@@ -261,8 +285,8 @@ def _cached_search(config: StudyConfig, paths: StudyPaths, prepared: Any) -> Any
     return cached_search(config, prepared, paths.cache_dir) if uses_feature_cache(config) else None
 
 
-def _build_tuner(config: StudyConfig, paths: StudyPaths, prepared: Any, *,
-                 cached: Any = None) -> tuple[Any, int | None]:
+def _build_tuner(config: StudyConfig, paths: StudyPaths, prepared: Any, *, cached: Any = None,
+                 trial_limit: int | None = None, started: float | None = None) -> tuple[Any, int | None]:
     from hpstudy.hypermodels import build_hypermodel
     from hpstudy.tuners import make_keras_tuner_writes_atomic, make_tuner, planned_epochs, planned_trials
 
@@ -270,8 +294,8 @@ def _build_tuner(config: StudyConfig, paths: StudyPaths, prepared: Any, *,
     hypermodel = cached.hypermodel if cached is not None else build_hypermodel(
         config.family, config.search_space, input_shape=prepared.input_shape, weights=config.weights,
         jit_compile=config.jit_compile)
-    progress = _Progress(config, paths, None)
-    tuner = make_tuner(config, hypermodel, directory=paths.root, on_trial_done=progress)
+    progress = _Progress(config, paths, None, started=started)
+    tuner = make_tuner(config, hypermodel, directory=paths.root, on_trial_done=progress, trial_limit=trial_limit)
     progress.planned = planned_trials(tuner)
     progress.planned_epochs = planned_epochs(tuner, config.oracle.trial_epochs)
     return tuner, progress.planned
@@ -308,7 +332,7 @@ def _search(tuner: Any, config: StudyConfig, paths: StudyPaths, prepared: Any, v
 
 
 def _conclude(tuner: Any, config: StudyConfig, paths: StudyPaths, planned: int | None,
-              finished_before: bool) -> StudyOutcome:
+              finished_before: bool, *, announce: bool = True) -> StudyOutcome:
     table = write_trials_csv(paths.tuner_dir, paths.trials_csv, hp_names=config.search_space.names)
     direction = config.objective.direction
     try:
@@ -318,12 +342,16 @@ def _conclude(tuner: Any, config: StudyConfig, paths: StudyPaths, planned: int |
     flags = boundary_flags(table, config.search_space, direction=direction)
     total = len(table)
     exhausted = config.oracle.type != "hyperband" and bool(planned) and total < planned
-    _write_state(paths, status="finished", finished=_now(), trials_done=total, planned_trials=planned,
+    # stopped at trials_per_process: budget left, unless that was the last planned trial
+    paused = bool(getattr(tuner, "paused", False)) and not (planned and total >= planned)
+    _write_state(paths, status="running" if paused else "finished", finished=None if paused else _now(),
+                 trials_done=total, planned_trials=planned,
                  best_trial=None if best is None else best["trial_id"],
                  best_score=None if best is None else best["score"], boundary=flags, exhausted=exhausted)
     outcome = StudyOutcome(paths.root, tuner.trials_run_here, total, planned, best, flags,
-                           finished_before and tuner.trials_run_here == 0, exhausted)
-    print(summary_text(outcome, config))
+                           finished_before and tuner.trials_run_here == 0, exhausted, paused)
+    if announce:
+        print(summary_text(outcome, config))
     return outcome
 
 

@@ -10,6 +10,7 @@ until its bracket completes; the other oracles never reuse one).
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 import time
@@ -23,6 +24,7 @@ import keras_tuner as kt
 import pandas as pd
 
 from hpstudy._io import atomic_path, atomic_write_json
+from hpstudy.runtime import resident_mib
 from hpstudy.trials import HISTORY_FILE, TRIAL_META_FILE
 
 __all__ = ["TUNERS", "make_tuner", "trial_seed", "history_frame", "make_keras_tuner_writes_atomic",
@@ -60,15 +62,22 @@ def _best_row(history: pd.DataFrame, objective: kt.Objective) -> pd.Series | Non
     return history.loc[index]
 
 
+class _TrialLimitReached(Exception):
+    """Raised before a new trial is asked for once this process has run its share (``trial_limit``)."""
+
+
 class _StudyTunerMixin:
     """Bookkeeping shared by every oracle's tuner; see the module docstring."""
 
     def __init__(self, *args: Any, base_seed: int = 0, keep_checkpoints: bool = False,
-                 on_trial_done: Callable[[Any, Any], None] | None = None, **kwargs: Any) -> None:
+                 on_trial_done: Callable[[Any, Any], None] | None = None, trial_limit: int | None = None,
+                 **kwargs: Any) -> None:
         self._base_seed = base_seed
         self._keep_checkpoints = keep_checkpoints
         self._on_trial_done = on_trial_done
+        self.trial_limit = trial_limit
         self.trials_run_here = 0
+        self.paused = False  # the search stopped at trial_limit, not at the end of the budget
         super().__init__(*args, **kwargs)
 
     def search(self, *args: Any, **kwargs: Any) -> Any:
@@ -77,10 +86,21 @@ class _StudyTunerMixin:
         # Freezing what exists before the search keeps those scans to the trial's own objects (~ms).
         gc.collect()
         gc.freeze()
+        self.paused = False
         try:
             return super().search(*args, **kwargs)
+        except _TrialLimitReached:
+            self.paused = True
+            return None
         finally:
             gc.unfreeze()
+
+    def pre_create_trial(self) -> None:
+        # Checked before the oracle hands out a trial, so stopping here leaves no trial half-started:
+        # the next process resumes the oracle exactly where this one stopped.
+        if self.trial_limit is not None and self.trials_run_here >= self.trial_limit:
+            raise _TrialLimitReached()
+        super().pre_create_trial()
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
         keras.backend.clear_session()
@@ -104,6 +124,7 @@ class _StudyTunerMixin:
             "best_metrics": {} if best is None else {k: float(v) for k, v in best.items() if k != "epoch"},
             "seed": trial_seed(self._base_seed, trial.trial_id),
             "executions": len(histories) if isinstance(histories, list) else 1,
+            "pid": os.getpid(),  # which process ran it (a study may use several: trials_per_process, workers)
         })
 
     def on_trial_end(self, trial: Any) -> None:
@@ -113,8 +134,19 @@ class _StudyTunerMixin:
             self._drop_unneeded_checkpoints()
         keras.backend.clear_session()
         gc.collect()
+        self._record_memory(trial)
         if self._on_trial_done is not None:
             self._on_trial_done(self, trial)
+
+    def _record_memory(self, trial: Any) -> None:
+        """The process's resident memory after the trial's cleanup: a leak shows as a climb over trials."""
+        path = Path(self.get_trial_dir(trial.trial_id)) / TRIAL_META_FILE
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # a failed trial writes no metadata
+            return
+        meta["rss_mib"] = resident_mib()
+        atomic_write_json(path, meta)
 
     def _needed_checkpoints(self) -> set[str]:
         """Trial ids whose checkpoint a later trial may still load (Hyperband's open brackets)."""
@@ -180,8 +212,12 @@ TUNERS: dict[str, tuple[type, Callable[[Any], dict[str, Any]]]] = {
 
 
 def make_tuner(config: Any, hypermodel: kt.HyperModel, *, directory: Path, overwrite: bool = False,
-               on_trial_done: Callable[[Any, Any], None] | None = None) -> kt.Tuner:
-    """Create (or reload, when the project exists) the tuner of a study's oracle, chosen by name."""
+               on_trial_done: Callable[[Any, Any], None] | None = None, trial_limit: int | None = None) -> kt.Tuner:
+    """Create (or reload, when the project exists) the tuner of a study's oracle, chosen by name.
+
+    ``trial_limit`` stops ``search`` (``tuner.paused`` is then True) once this process has run that many
+    trials; the oracle's state on disk lets a new process continue.
+    """
     tuner_class, oracle_kwargs = TUNERS[config.oracle.type]
     _mark_reloadable(Path(directory) / "tuner", overwrite)
     tuner = tuner_class(
@@ -196,6 +232,7 @@ def make_tuner(config: Any, hypermodel: kt.HyperModel, *, directory: Path, overw
         base_seed=config.seed,
         keep_checkpoints=config.keep_checkpoints,
         on_trial_done=on_trial_done,
+        trial_limit=trial_limit,
         **oracle_kwargs(config.oracle),
     )
     _apply_budget(tuner.oracle, config.oracle)

@@ -295,3 +295,21 @@ def test_worker_needs_the_chiefs_study_and_an_id_keras_tuner_allows(sample_data:
     assert "--id must be a name" in capsys.readouterr().err
     assert main(["worker", str(study_yaml), "--chief", "localhost"]) == 1
     assert "--chief must look like HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_worker_replaces_its_process_every_n_trials_without_the_chief_counting_a_restart(
+        sample_data: Path, tmp_path: Path) -> None:
+    study_yaml = write_study(tmp_path / "studies", "recycle", sample_data, {"type": "random", "max_trials": 3,
+                                                                           "epochs": 1})
+    run_dir = tmp_path / "studies" / "recycle"
+    command = [sys.executable, "-m", "hpstudy.cli", "search", str(study_yaml), "--workers", "1",
+               "--trials-per-process", "1", "--timeout", "400"]
+    chief = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=420)
+    assert chief.returncode == 0, chief.stdout[-4000:] + chief.stderr[-4000:]
+    table = _check_table(run_dir, 3)
+    assert table["pid"].nunique() == 1, "exec keeps the worker's PID (the chief sees one worker)"
+    log = (run_dir / WORKERS_DIR / "worker0.log").read_text()
+    assert log.count("a fresh process continues (trials_per_process=1)") == 3, log[-3000:]
+    assert log.count("the chief has no trial left") == 1 and log.count(" start ") == 1, "no restart was counted"
+    assert "restarting it" not in chief.stdout

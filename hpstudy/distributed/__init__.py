@@ -27,6 +27,10 @@ killed mid-trial would make Keras Tuner's own chief wait forever. Here instead:
   other workers still run trials, so that a released trial always finds a taker;
 * when no worker is left while trials remain, the chief stops with a message; the same command resumes.
 
+With ``trials_per_process: N`` a worker stops asking for trials after N and ``hpstudy worker`` replaces its
+own process with a fresh one (``exec``: same PID, same id), which frees the memory TensorFlow keeps per
+trained model; the chief sees one uninterrupted worker.
+
 Every wait is bounded: a worker gives up on an unresponsive chief after ``connect_timeout`` seconds and
 a local worker exits as soon as its chief dies; the chief's wait is bounded by its workers' lives,
 restarts and heartbeats, and optionally by ``timeout``.
@@ -41,7 +45,7 @@ from hpstudy.distributed._common import (
     thread_split,
     worker_environment,
 )
-from hpstudy.distributed._worker import run_worker
+from hpstudy.distributed._worker import WorkerOutcome, run_worker
 
-__all__ = ["DistributedSettings", "serve_chief", "run_worker", "parse_address", "thread_split",
+__all__ = ["DistributedSettings", "serve_chief", "run_worker", "WorkerOutcome", "parse_address", "thread_split",
            "worker_environment", "configure_threads", "release_worker", "WORKERS_DIR"]

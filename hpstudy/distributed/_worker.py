@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,12 @@ def _attach(tuner: Any, heartbeat: _Heartbeat, name: str) -> None:
 
 def run_worker(study: str | Path, *, chief: str, tuner_id: str | None = None, data: str | Path | None = None,
                overrides: Sequence[str] | Mapping[str, Any] = (), verbose: int = 0, threads: int | None = None,
-               connect_timeout: float = 600.0) -> int:
-    """Join the chief at ``chief`` and run trials until its oracle has none left; returns the trials run.
+               connect_timeout: float = 600.0) -> WorkerOutcome:
+    """Join the chief at ``chief`` and run trials until its oracle has none left.
+
+    With ``trials_per_process: N`` it returns after N trials with ``paused`` set: the ``hpstudy worker``
+    command then replaces its process with a fresh one (same id, same PID) that joins again, which returns
+    the memory TensorFlow keeps per trained model (see ``hpstudy.processes``).
 
     Args:
         study: the study YAML (the same study as the chief's; its run directory must be shared).
@@ -140,9 +145,22 @@ def run_worker(study: str | Path, *, chief: str, tuner_id: str | None = None, da
     with _kerastuner_env(tuner_id, host, port), \
             _Heartbeat(paths.root / WORKERS_DIR / f"{tuner_id}.json", tuner_id) as heartbeat:
         tuner = _join(config, paths, heartbeat, host, port, connect_timeout, verbose)
-    print(f"[{config.name}] {tuner_id}: the chief has no trial left; ran {tuner.trials_run_here} trial(s) here",
-          flush=True)
-    return tuner.trials_run_here
+    if tuner.paused:
+        print(f"[{config.name}] {tuner_id}: ran {tuner.trials_run_here} trial(s) in this process; a fresh process "
+              f"continues (trials_per_process={config.trials_per_process})", flush=True)
+    else:
+        print(f"[{config.name}] {tuner_id}: the chief has no trial left; ran {tuner.trials_run_here} trial(s) here",
+              flush=True)
+    return WorkerOutcome(tuner.trials_run_here, bool(tuner.paused))
+
+
+@dataclass(frozen=True)
+class WorkerOutcome:
+    """What one ``run_worker`` call did: trials run, and whether it stopped at ``trials_per_process``."""
+
+    trials_run: int
+    paused: bool = False
+
 
 
 def _wait_for_study(paths: StudyPaths, study: str | Path, timeout: float) -> None:
@@ -191,7 +209,7 @@ def _join(config: Any, paths: StudyPaths, heartbeat: _Heartbeat, host: str, port
                             leak_check="off", cache_dir=paths.cache_dir)
     cached = _study._cached_search(config, paths, prepared)
     oracle_client.TIMEOUT = connect_timeout  # Keras Tuner's default is an hour per request
-    tuner, _ = _study._build_tuner(config, paths, prepared, cached=cached)
+    tuner, _ = _study._build_tuner(config, paths, prepared, cached=cached, trial_limit=config.trials_per_process or None)
     _attach(tuner, heartbeat, config.name)
     try:
         _study._search(tuner, config, paths, prepared, verbose, cached=cached)
