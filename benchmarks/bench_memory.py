@@ -1,13 +1,15 @@
 """Resident memory across the trials of one study: RSS after trial 2 vs after the last trial.
 
-A small in-process ``run_study`` (the tiny CNN of search_spaces/demo_cnn.yaml, 20 random trials of
-2 epochs at 64 px on xray-course) records this process's VmRSS (/proc/self/status) after every trial,
-right after hpstudy's end-of-trial cleanup (``clear_session`` + garbage collection). A leak (models,
-graphs, datasets kept from trial to trial) shows as a steady climb; the target is <= 10 % growth
-between trial 2 (everything warmed up) and trial 20.
+The same small study (the tiny CNN of search_spaces/demo_cnn.yaml, 20 random trials of 2 epochs at 64 px
+on xray-course) runs twice, side by side in this run: with every trial in one process
+(``trials_per_process: 0``, Keras Tuner's usual way) and in fresh child processes of N trials each
+(``trials_per_process: N``, default 5). Each trial records the resident memory (VmRSS) of the process that
+ran it right after hpstudy's end-of-trial cleanup (``clear_session`` + garbage collection) in the trials
+table (``rss_mib``, ``pid``). A leak shows as a steady climb; the target is <= 10 % growth between trial 2
+(everything warmed up) and trial 20. Wall times of the two runs give the cost of the fresh processes.
 
-    python benchmarks/bench_memory.py            # 20 trials x 2 epochs, 64 px, xray-course
-    python benchmarks/bench_memory.py --quick    # 6 trials x 1 epoch, 32 px, xray-sample
+    python benchmarks/bench_memory.py            # 20 trials x 2 epochs, 64 px, xray-course, N = 5
+    python benchmarks/bench_memory.py --quick    # 6 trials x 1 epoch, 32 px, xray-sample, N = 2
     python benchmarks/bench_memory.py --plain-keras   # the same fits in a bare Keras loop (no hpstudy,
                                                       # no Keras Tuner): clear_session + gc.collect each time
 """
@@ -22,38 +24,48 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=None, help="trials (default 20, --quick 6)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 2, --quick 1)")
     p.add_argument("--image-size", type=int, default=None, help="pixels (default 64, --quick 32)")
+    p.add_argument("--trials-per-process", type=int, default=None, help="N of the second run (default 5, --quick 2)")
     p.add_argument("--plain-keras", action="store_true", help="bare Keras loop instead of a study (attribution)")
     args = p.parse_args()
     trials = args.trials or (6 if args.quick else 20)
     epochs = args.epochs or (1 if args.quick else 2)
     size = args.image_size or (32 if args.quick else 64)
+    per_process = args.trials_per_process or (2 if args.quick else 5)
     c.header("resident memory across trials", args)
     data, folder = c.data_folder(args), c.workdir(args, "memory")
 
     if args.plain_keras:
-        _report(*_plain_keras(data, folder, trials, epochs, size))
+        start, rss = _plain_keras(data, folder, trials, epochs, size)
+        print(f"before the loop {start:.0f} MiB")
+        _report("bare Keras loop", rss, [0] * len(rss))
         return
+    import pandas as pd
+
     import hpstudy.study as study
 
-    path = c.write_yaml(folder / "memory.yaml", {
-        "name": "memory", "data": str(data), "family": "baseline_cnn",
-        "search_space": str(c.ROOT / "search_spaces" / "demo_cnn.yaml"),
-        "oracle": {"type": "random", "max_trials": trials, "epochs": epochs},
-        "early_stopping": {"monitor": "val_auc", "patience": epochs}, "seed": 7, "image_size": size,
-        "normalization": "dataset", "augmentation": {"rotation": 10, "shift": 0.1, "zoom": 0.1},
-        "leak_check": "off",
-    })
-    rss: list[float] = []
-    report_trial = study._Progress.__call__
-
-    def recording(self, tuner, trial) -> None:  # runs after the tuner's end-of-trial cleanup
-        report_trial(self, tuner, trial)
-        rss.append(c.rss_mb())
-
-    study._Progress.__call__ = recording
-    start = c.rss_mb()
-    study.run_study(path, overwrite=True)
-    _report(start, rss)
+    runs = {}
+    for label, n in ((f"trials_per_process={per_process}", per_process), ("one process", 0)):
+        path = c.write_yaml(folder / f"memory{n}.yaml", {
+            "name": f"memory{n}", "data": str(data), "family": "baseline_cnn",
+            "search_space": str(c.ROOT / "search_spaces" / "demo_cnn.yaml"),
+            "oracle": {"type": "random", "max_trials": trials, "epochs": epochs},
+            "early_stopping": {"monitor": "val_auc", "patience": epochs}, "seed": 7, "image_size": size,
+            "normalization": "dataset", "augmentation": {"rotation": 10, "shift": 0.1, "zoom": 0.1},
+            "leak_check": "off", "trials_per_process": n,
+        })
+        with c.timer() as t:
+            outcome = study.run_study(path, overwrite=True)
+        table = pd.read_csv(outcome.study_dir / "trials.csv", dtype={"trial_id": str})
+        runs[label] = (table["rss_mib"].tolist(), table["pid"].tolist(), t[0], table["score"].tolist())
+    print()
+    for label, (rss, pids, seconds, _) in runs.items():
+        _report(f"{label} ({seconds:.0f} s)", rss, pids)
+    (one, _, t_one, s_one), (many, _, t_many, s_many) = runs["one process"], runs[f"trials_per_process={per_process}"]
+    print(f"\npeak trial RSS: one process {max(one):.0f} MiB, trials_per_process={per_process} {max(many):.0f} MiB")
+    print(f"wall time trials_per_process={per_process} / one process = {t_many / t_one:.2f} "
+          f"({t_many - t_one:+.0f} s for {len(set(runs[f'trials_per_process={per_process}'][1]))} processes)")
+    same = all(abs(a - b) < 1e-6 for a, b in zip(s_one, s_many, strict=True))
+    print(f"same scores in both runs (same seeds): {same}")
 
 
 def _plain_keras(data, folder, trials: int, epochs: int, size: int) -> tuple[float, list[float]]:
@@ -90,19 +102,19 @@ def _plain_keras(data, folder, trials: int, epochs: int, size: int) -> tuple[flo
     return start, rss
 
 
-def _report(start: float, rss: list[float]) -> None:
-    print("\n-- VmRSS after each trial (MiB)")
-    print(" ".join(f"{i + 1}:{value:.0f}" for i, value in enumerate(rss)))
+def _report(label: str, rss: list[float], pids: list[int]) -> None:
+    """Growth from trial 2 to the last trial, each read in the process that ran it."""
+    print(f"-- {label}: VmRSS after each trial (MiB), | where a fresh process took over")
+    marks = ["| " if i and pids[i] != pids[i - 1] else "" for i in range(len(rss))]
+    print(" ".join(f"{mark}{i + 1}:{value:.0f}" for i, (mark, value) in enumerate(zip(marks, rss, strict=True))))
     if len(rss) < 2:
         print("too few trials to compare")
         return
     second, last = rss[1], rss[-1]
     growth = (last - second) / second
-    print(f"before the study {start:.0f} MiB; after trial 2 {second:.0f} MiB; after trial {len(rss)} {last:.0f} MiB; "
-          f"peak {max(rss):.0f} MiB")
     verdict = "met" if growth <= 0.10 else "NOT met"
     print(f"growth trial 2 -> trial {len(rss)}: {growth:+.1%} (target <= +10%: {verdict}); "
-          f"{(last - second) / max(len(rss) - 2, 1):+.1f} MiB per trial")
+          f"{(last - second) / max(len(rss) - 2, 1):+.1f} MiB per trial; peak {max(rss):.0f} MiB")
 
 
 if __name__ == "__main__":
