@@ -1,0 +1,46 @@
+"""Typed, validated search spaces and study definitions loaded from YAML.
+
+A search space (``search_spaces/*.yaml``) names a model family and the hyperparameters it tunes in a
+short form (``{type: float, low, high, log}``, ``{type: choice, values}``, ...); a study
+(``studies/*.yaml``) names its data, family, search space, oracle and budget. Both become frozen
+dataclasses. Every error is a ``ConfigError`` naming the file, the key path and the bad value, and
+saying what was expected. Nothing here imports TensorFlow: validating a YAML file is instant.
+
+YAML note: PyYAML reads ``1e-4`` (no dot) as a string; files are read with a loader that reads it as
+a float, and numeric strings are accepted (coerced) wherever a number is expected.
+
+The package: ``_values`` (constants, YAML loader, value readers), ``space`` (hyperparameters and search
+spaces), ``sections`` (the parts of a study), ``study`` (``StudyConfig``, overrides, differences).
+Import from ``hpstudy.config``; the modules are an implementation detail.
+"""
+
+from __future__ import annotations
+
+from hpstudy.config._values import (
+    FAMILIES,
+    FAMILY_HYPERPARAMETERS,
+    HP_TYPES,
+    METRICS,
+    OPTIMIZER_NAMES,
+    ORACLE_TYPES,
+    POOLINGS,
+    UNFREEZE_POLICIES,
+)
+from hpstudy.config.sections import (
+    EarlyStopping,
+    FeatureCacheConfig,
+    FinalizeConfig,
+    FinetuneConfig,
+    Objective,
+    OracleConfig,
+)
+from hpstudy.config.space import HyperParam, SearchSpace, load_search_space, parse_search_space
+from hpstudy.config.study import STUDY_KEYS, StudyConfig, diff_configs, load_study, parse_study
+
+__all__ = [
+    "FAMILY_HYPERPARAMETERS", "FAMILIES", "HP_TYPES", "OPTIMIZER_NAMES", "POOLINGS", "ORACLE_TYPES", "METRICS",
+    "UNFREEZE_POLICIES", "STUDY_KEYS", "HyperParam", "SearchSpace", "load_search_space", "parse_search_space",
+    "OracleConfig", "Objective", "EarlyStopping", "FinalizeConfig", "FinetuneConfig", "FeatureCacheConfig",
+    "StudyConfig",
+    "load_study", "parse_study", "diff_configs",
+]

@@ -1,0 +1,302 @@
+"""The sections of a study definition (oracle, objective, early stopping, finalize, fine-tune, feature
+cache) and the readers of its single values (image size, weights, paths).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpstudy.config._values import (
+    _NUMERIC,
+    _WEIGHT_SUFFIXES,
+    METRICS,
+    ORACLE_TYPES,
+    UNFREEZE_POLICIES,
+    _At,
+    _boolean,
+    _check_keys,
+    _integer,
+    _mapping,
+    _number,
+    _one_of,
+)
+from hpstudy.config.space import (
+    SearchSpace,
+    load_search_space,
+    parse_search_space,
+)
+from hpstudy.data.settings import Augmentation
+from hpstudy.errors import ConfigError
+
+
+# --------------------------------------------------------------------------- study sections
+@dataclass(frozen=True)
+class OracleConfig:
+    """The search strategy and its budget."""
+
+    type: str
+    max_epochs: int | None = None
+    factor: int = 3
+    iterations: int = 1
+    max_trials: int | None = None
+    epochs: int | None = None
+    num_initial_points: int | None = None
+
+    @property
+    def trial_epochs(self) -> int:
+        """Most epochs one trial may train (hyperband: ``max_epochs``; random/bayesian: ``epochs``)."""
+        return int((self.max_epochs if self.type == "hyperband" else self.epochs) or 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = _ORACLE_KEYS[self.type]
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+_ORACLE_KEYS = {"hyperband": ("type", "max_epochs", "factor", "iterations"),
+                "random": ("type", "max_trials", "epochs"),
+                "bayesian": ("type", "max_trials", "epochs", "num_initial_points")}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The validation metric the oracle optimizes."""
+
+    name: str = "val_auc"
+    direction: str = "max"
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Early stopping of each search trial (never of the final training)."""
+
+    monitor: str = "val_auc"
+    patience: int = 5
+    restore_best_weights: bool = True
+    min_delta: float = 0.0
+
+    @property
+    def mode(self) -> str:
+        """"max" for auc/accuracy/precision/recall/f1, "min" for losses."""
+        return _metric_mode(self.monitor)
+
+
+@dataclass(frozen=True)
+class FinalizeConfig:
+    """Retraining on train+val; ``scale_epochs`` multiplies the best epoch by the data ratio."""
+
+    scale_epochs: bool = False
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning of the ResNet50V2 backbone after the head is trained, with learning-rate back-off."""
+
+    unfreeze: str = "all"
+    top_blocks: int = 2
+    from_layer: str | None = None
+    learning_rate: float = 1e-5
+    epochs: int = 5
+    drop_margin: float = 0.1
+    max_retries: int = 2
+
+
+@dataclass(frozen=True)
+class FeatureCacheConfig:
+    """Frozen-backbone feature cache of the resnet50v2_head family (``hpstudy.features``).
+
+    The backbone runs once per training image and view (the clean image plus ``views`` augmented
+    copies) and once per validation image; the search then trains the head alone on the stored
+    features, each epoch drawing one view per training image.
+    """
+
+    enabled: bool = True
+    views: int = 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "views": self.views}
+
+
+_MAX_VIEWS = 64
+
+
+def _metric_mode(name: str) -> str:
+    return "max" if any(part in name for part in ("auc", "acc", "precision", "recall", "f1")) else "min"
+
+
+def _metric(value: Any, at: _At) -> str:
+    valid = [f"val_{m}" for m in METRICS]
+    if not isinstance(value, str) or not value.startswith("val_"):
+        raise at.error(f"must be a validation metric (val_<metric>), because it is measured on the validation "
+                       f"split, the only split the search may look at; but got {value!r}; valid: {', '.join(valid)}")
+    return _one_of(value, valid, at)
+
+
+def _section(value: Any, cls: type, readers: Mapping[str, Callable[[Any, _At], Any]], at: _At) -> Any:
+    """A section dataclass from a mapping read key by key; missing/null means all defaults."""
+    if value is None:
+        return cls()
+    value = _mapping(value, at, "{" + ", ".join(f"{k}: ..." for k in list(readers)[:2]) + "}")
+    _check_keys(value, tuple(readers), at, at.key)
+    return cls(**{k: readers[k](v, at / k) for k, v in value.items()})
+
+
+def _minimum(n: int) -> Callable[[Any, _At], int]:
+    return lambda value, at: _integer(value, at, minimum=n)
+
+
+def _non_negative(value: Any, at: _At) -> float:
+    number = _number(value, at)
+    if number < 0:
+        raise at.error(f"must be >= 0, but got {value!r}")
+    return number
+
+
+def _positive(value: Any, at: _At) -> float:
+    number = _number(value, at)
+    if number <= 0:
+        raise at.error(f"must be > 0, but got {value!r}")
+    return number
+
+
+def _optional_text(value: Any, at: _At) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":
+        raise at.error(f"must be a non-empty name or null, but got {value!r}")
+    return str(value)
+
+
+def _oracle(value: Any, at: _At) -> OracleConfig:
+    value = _mapping(value, at, "{type: hyperband, max_epochs: 30, factor: 3}")
+    kind = _one_of(value.get("type"), ORACLE_TYPES, at / "type")
+    _check_keys(value, _ORACLE_KEYS[kind], at, f"the {kind} oracle")
+    required = ("max_epochs",) if kind == "hyperband" else ("max_trials", "epochs")
+    for key in required:
+        if value.get(key) is None:
+            raise (at / key).error(f"is required by the {kind} oracle (a whole number >= 1)")
+    minimums = {"max_epochs": 1, "factor": 2, "iterations": 1, "max_trials": 1, "epochs": 1, "num_initial_points": 1}
+    settings = {k: _integer(v, at / k, minimum=minimums[k]) for k, v in value.items() if k != "type" and v is not None}
+    return OracleConfig(type=kind, **settings)
+
+
+def _objective(value: Any, at: _At) -> Objective:
+    if isinstance(value, str):
+        value = {"name": value}
+    if value is None:
+        return Objective()
+    value = _mapping(value, at, "{name: val_auc, direction: max}")
+    _check_keys(value, ("name", "direction"), at, "objective")
+    name = _metric(value.get("name", "val_auc"), at / "name")
+    natural = _metric_mode(name)
+    direction = _one_of(value.get("direction", natural), ("max", "min"), at / "direction")
+    if direction != natural:
+        raise (at / "direction").error(f"{name} should be {'maximized' if natural == 'max' else 'minimized'}"
+                                       f" (direction: {natural}), but got direction: {direction}")
+    return Objective(name=name, direction=direction)
+
+
+_STOPPING = {"monitor": _metric, "patience": _minimum(0), "restore_best_weights": _boolean,
+             "min_delta": _non_negative}
+_FINALIZE = {"scale_epochs": _boolean}
+_FINETUNE = {"unfreeze": lambda v, at: _one_of(v, UNFREEZE_POLICIES, at), "top_blocks": _minimum(1),
+             "from_layer": _optional_text, "learning_rate": _positive, "epochs": _minimum(1),
+             "drop_margin": _non_negative, "max_retries": _minimum(0)}
+
+
+def _feature_cache(value: Any, family: str, augmentation: Augmentation, at: _At) -> FeatureCacheConfig | None:
+    """The resnet50v2_head cache settings (on by default); ``true``/``false`` switch it with default views."""
+    if family != "resnet50v2_head":
+        if value is not None:
+            raise at.error(f"applies to family resnet50v2_head only (its frozen backbone is what is cached); "
+                           f"this study is {family}: remove the key")
+        return None
+    if isinstance(value, bool):
+        return FeatureCacheConfig(enabled=value)
+    config = _section(value, FeatureCacheConfig, {"enabled": _boolean, "views": _minimum(0)}, at)
+    if config.views > _MAX_VIEWS:
+        raise (at / "views").error(f"must be <= {_MAX_VIEWS} (each view is one backbone pass over the training "
+                                   f"images), but got {config.views}")
+    if config.enabled and config.views == 0 and augmentation.enabled:
+        raise (at / "views").error("must be >= 1 while augmentation is on: with 0 views the head would train on "
+                                   "clean features only; set augmentation: false to train without augmentation")
+    return config
+
+
+def _finetune(value: Any, at: _At) -> FinetuneConfig:
+    config = _section(value, FinetuneConfig, _FINETUNE, at)
+    if config.unfreeze == "from_layer" and not config.from_layer:
+        raise (at / "from_layer").error("is required when unfreeze is from_layer (the first backbone layer "
+                                        "to train, e.g. conv5_block1_preact_bn)")
+    return config
+
+
+def _augmentation(value: Any, at: _At) -> Augmentation:
+    if value is True:
+        return Augmentation()
+    if isinstance(value, Mapping):
+        value = {k: float(v) if isinstance(v, str) and _NUMERIC.match(v.strip()) else v for k, v in value.items()}
+    try:
+        return Augmentation.from_mapping(value, where=at.key)
+    except ConfigError as exc:
+        raise ConfigError(f"{at.source}: {exc}") from None
+
+
+def _image_size(value: Any, at: _At) -> tuple[int, int]:
+    sides = [value, value] if not isinstance(value, (list, tuple)) else list(value)
+    if len(sides) != 2:
+        raise at.error(f"must be one size or [height, width], but got {value!r}")
+    size = tuple(_integer(s, at) for s in sides)
+    if min(size) < 32:
+        raise at.error(f"sides must be >= 32 px (ResNet50V2 and the CNN's pooling need them), but got {value!r}")
+    return size  # type: ignore[return-value]
+
+
+def _abspath(path: str | Path, base: Path) -> Path:
+    path = Path(path).expanduser()
+    return Path(os.path.abspath(path if path.is_absolute() else base / path))
+
+
+def _path(value: Any, at: _At, base: Path) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, Path)) or str(value) == "":
+        raise at.error(f"must be a path (folder or .zip) or null, but got {value!r}")
+    return _abspath(value, base)
+
+
+def _weights(value: Any, family: str, base: Path, at: _At) -> str:
+    """``imagenet``, ``none`` or the absolute path of an existing weights file (resnet50v2_head only)."""
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "imagenet")):
+        return "none" if value is None else value.lower()
+    if not isinstance(value, (str, Path)):
+        raise at.error(f"must be imagenet, none or the path of a weights file, but got {value!r}")
+    if family != "resnet50v2_head":
+        raise at.error(f"a weights file only applies to family resnet50v2_head (this study is {family}); "
+                       f"use imagenet or none, but got {str(value)!r}")
+    path = _abspath(value, base)
+    if not str(path).endswith(_WEIGHT_SUFFIXES):
+        raise at.error(f"a weights file must end with {', '.join(_WEIGHT_SUFFIXES)}, but got {str(path)!r}")
+    if not path.is_file():
+        raise at.error(f"weights file not found: {path}")
+    return str(path)
+
+
+def _study_space(value: Any, family: str, base: Path, at: _At) -> tuple[SearchSpace, Path | None]:
+    """The study's search space: a path relative to the study file, or an inline mapping."""
+    if isinstance(value, Mapping):
+        return parse_search_space(value, source=f"{at.source} (search_space)", family=family), None
+    if not isinstance(value, (str, Path)) or str(value) == "":
+        raise at.error(f"must be the path of a search-space YAML file, but got {value!r}")
+    path = _abspath(value, base)
+    if not path.is_file():
+        raise at.error(f"search space file not found: {path}")
+    try:
+        return load_search_space(path, family=family), path
+    except ConfigError as exc:
+        raise at.error(f"{exc}") from None
+
+
