@@ -49,11 +49,14 @@ _HYPERBAND_KEYS = {
     "tuner/trial_id": "hb_parent",
 }
 # Physical limits: a hyperparameter already at one of these cannot be extended past it.
-# Hyperparameters that only act when another one has a given value (e.g. momentum for sgd only):
-# a boundary flag on them is meaningless for trials where they were inactive.
-_ACTIVE_WHEN = {
-    "momentum": ("optimizer", {"sgd"}),
-    "weight_decay": ("optimizer", {"adamw"}),
+# Hyperparameters that only act when another one allows it (momentum for sgd only; the dense layers'
+# width and dropout only when there is a dense layer): a boundary flag on them is meaningless for trials
+# where they were inactive. Each entry: (the other hyperparameter, the test its value must pass).
+_ACTIVE_WHEN: dict[str, tuple[str, Any]] = {
+    "momentum": ("optimizer", lambda v: v == "sgd"),
+    "weight_decay": ("optimizer", lambda v: v == "adamw"),
+    "dense_units": ("n_dense", lambda v: v >= 1),
+    "dropout": ("n_dense", lambda v: v >= 1),
 }
 _HARD_LIMITS = {
     "dropout": (0.0, 0.95),
@@ -272,10 +275,10 @@ def _numeric_values(param: Any) -> list[float]:
 
 def _active(trials: pd.DataFrame, name: str) -> pd.Series:
     """Rows of the trials in which ``name`` had an effect."""
-    parent, values = _ACTIVE_WHEN.get(name, (None, None))
+    parent, test = _ACTIVE_WHEN.get(name, (None, None))
     if parent is None or f"hp_{parent}" not in trials.columns:
         return pd.Series(True, index=trials.index)
-    return trials[f"hp_{parent}"].isin(values)
+    return trials[f"hp_{parent}"].map(lambda value: bool(pd.notna(value) and test(value)))
 
 
 def _is_boundary_candidate(param: Any) -> bool:

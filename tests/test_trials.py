@@ -140,3 +140,17 @@ def test_boundary_ignores_hyperparameters_inactive_in_the_best_trials(tmp_path: 
     _write_trial(tmp_path / "t", "1", score=0.5, values={"optimizer": "sgd", "momentum": 0.8})
     flags = boundary_flags(trials_frame(tmp_path / "t"), space)
     assert [f["hyperparameter"] for f in flags] == ["momentum"] and flags[0]["trials_at_limit"] == "1/1"
+
+
+def test_boundary_ignores_dense_settings_of_trials_without_a_dense_layer(tmp_path: Path) -> None:
+    space = parse_search_space({"family": "baseline_cnn", "hyperparameters": {
+        "n_dense": {"type": "int", "low": 0, "high": 2},
+        "dense_units": {"type": "choice", "values": [32, 64, 128]},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.5}}})
+    _write_trial(tmp_path / "t", "0", score=0.95, values={"n_dense": 0, "dense_units": 128, "dropout": 0.45})
+    flagged = {f["hyperparameter"]: f for f in boundary_flags(trials_frame(tmp_path / "t"), space)}
+    assert not {"dense_units", "dropout"} & set(flagged), f"no dense layer, yet flagged: {set(flagged)}"
+    _write_trial(tmp_path / "t", "1", score=0.9, values={"n_dense": 1, "dense_units": 128, "dropout": 0.45})
+    flagged = {f["hyperparameter"]: f for f in boundary_flags(trials_frame(tmp_path / "t"), space)}
+    assert flagged["dense_units"]["trials_at_limit"] == flagged["dropout"]["trials_at_limit"] == "1/1", \
+        "judged on the trials that had a dense layer"
