@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from hpstudy.data import pipeline  # noqa: E402
+from hpstudy.data import augment, pipeline  # noqa: E402
 from hpstudy.data.pipeline import (  # noqa: E402
     Normalizer, class_weights, decode_image, load_images, load_split, make_augmenter, make_dataset,
     single_transforms,
@@ -304,7 +304,7 @@ def test_affine_matrix_shifts_and_rotates_exactly() -> None:
     size = tf.constant([8.0, 8.0])
 
     def warp(angle: float, shift: tuple[float, float], scale: float = 1.0) -> np.ndarray:
-        transform = pipeline._affine(tf.constant([angle]), tf.constant([shift]), tf.constant([scale]), size)
+        transform = augment._affine(tf.constant([angle]), tf.constant([shift]), tf.constant([scale]), size)
         return tf.raw_ops.ImageProjectiveTransformV3(images=image, transforms=transform, output_shape=[8, 8],
                                                      fill_value=0.0, interpolation="BILINEAR",
                                                      fill_mode="CONSTANT").numpy()[0, ..., 0]
