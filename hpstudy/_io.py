@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "append_line",
-           "kill_point"]
+           "kill_point", "remove_orphaned_temporaries"]
 
 
 @contextlib.contextmanager
@@ -60,9 +60,24 @@ _ORPHAN = re.compile(r"\.hpstmp(?P<host>[0-9a-f]{8})\.(?P<pid>\d+)-")
 
 def _remove_orphans(target: Path) -> None:
     for leftover in target.parent.glob(f".{glob.escape(target.stem)}.hpstmp*"):
-        match = _ORPHAN.search(leftover.name)
-        if match and match["host"] == _HOST and not _alive(int(match["pid"])):
-            leftover.unlink(missing_ok=True)
+        _remove_if_orphaned(leftover)
+
+
+def remove_orphaned_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Remove, anywhere below ``folder``, the temporary files of writers of this host that no longer run.
+
+    A write killed before its rename leaves its temporary file until the same target is written again;
+    a target that is never rewritten (a finished trial's files) would keep it forever. Returns how many.
+    """
+    return sum(_remove_if_orphaned(leftover) for leftover in Path(folder).rglob(".*.hpstmp*"))
+
+
+def _remove_if_orphaned(leftover: Path) -> bool:
+    match = _ORPHAN.search(leftover.name)
+    if match and match["host"] == _HOST and not _alive(int(match["pid"])):
+        leftover.unlink(missing_ok=True)
+        return True
+    return False
 
 
 def _alive(pid: int) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from hpstudy._io import atomic_write_json, atomic_write_text
+from hpstudy._io import atomic_write_json, atomic_write_text, remove_orphaned_temporaries
 from hpstudy.config import StudyConfig, diff_configs, load_study
 from hpstudy.errors import ConfigError, StudyError
 from hpstudy.paths import StudyPaths
@@ -259,6 +259,7 @@ def run_here(config: StudyConfig, *, verbose: int = 0, distributed: Any = None,
     paths = StudyPaths(config.study_dir)
     source = resolve_source(config.data, positive_class=config.positive_class)
     paths.root.mkdir(parents=True, exist_ok=True)
+    remove_orphaned_temporaries(paths.root)  # e.g. a finished trial's file whose rewrite was killed
     _freeze_or_check(config, paths, source.fingerprint(splits=("train", "val")))
     finished_before = read_state(paths).get("status") == "finished"
     seed_everything(config.seed, deterministic=config.deterministic)

@@ -90,7 +90,8 @@ def test_killed_while_writing_the_trials_table(sample_data: Path, tmp_path: Path
 @pytest.mark.slow
 @pytest.mark.parametrize("point", [
     "write:history.csv#1",  # during trial 0, after its epochs
-    "write:hpstudy_trial.json#2",  # during trial 1, its history written
+    "write:hpstudy_trial.json#2",  # trial 0 ended, its memory record (never rewritten) killed: swept on resume
+    "write:hpstudy_trial.json#3",  # during trial 1, its history written
     "write:oracle.json#2",  # trial 0 ended: trial.json says COMPLETED, oracle.json still says running
     "write:oracle.json#4",  # trial 1 created: its trial.json exists, oracle.json does not know it
     "write:trial.json#3",

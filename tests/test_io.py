@@ -59,6 +59,25 @@ def test_a_dead_writers_temporary_file_is_removed_by_the_next_write(tmp_path: Pa
     assert (tmp_path / "trials.csv").read_text() == "whole\n"
 
 
+def test_a_sweep_removes_dead_writers_temporaries_of_files_never_written_again(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from hpstudy._io import _HOST, remove_orphaned_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    trial = tmp_path / "tuner" / "trial_0"
+    trial.mkdir(parents=True)
+    orphan = trial / f".hpstudy_trial.hpstmp{_HOST}.{dead}-abc.json.tmp.json"
+    live = trial / f".history.hpstmp{_HOST}.{os.getpid()}-def.csv.tmp.csv"
+    kept = trial / "hpstudy_trial.json"
+    for path in (orphan, live, kept):
+        path.write_text("{}")
+    assert remove_orphaned_temporaries(tmp_path) == 1
+    assert not orphan.exists() and live.exists() and kept.exists()
+
+
 def test_kill_point_is_inert_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     from hpstudy._io import kill_point
 
