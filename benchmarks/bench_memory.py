@@ -43,8 +43,11 @@ def main() -> None:
 
     import hpstudy.study as study
 
-    runs = {}
-    for label, n in ((f"trials_per_process={per_process}", per_process), ("one process", 0)):
+    def label(n: int) -> str:
+        return f"trials_per_process={n}" if n else "one process"
+
+    runs = {}  # trials_per_process -> (rss after each trial, pids, wall seconds, scores)
+    for n in (per_process, 0):
         path = c.write_yaml(folder / f"memory{n}.yaml", {
             "name": f"memory{n}", "data": str(data), "family": "baseline_cnn",
             "search_space": str(c.ROOT / "search_spaces" / "demo_cnn.yaml"),
@@ -56,14 +59,14 @@ def main() -> None:
         with c.timer() as t:
             outcome = study.run_study(path, overwrite=True)
         table = pd.read_csv(outcome.study_dir / "trials.csv", dtype={"trial_id": str})
-        runs[label] = (table["rss_mib"].tolist(), table["pid"].tolist(), t[0], table["score"].tolist())
+        runs[n] = (table["rss_mib"].tolist(), table["pid"].tolist(), t[0], table["score"].tolist())
     print()
-    for label, (rss, pids, seconds, _) in runs.items():
-        _report(f"{label} ({seconds:.0f} s)", rss, pids)
-    (one, _, t_one, s_one), (many, _, t_many, s_many) = runs["one process"], runs[f"trials_per_process={per_process}"]
-    print(f"\npeak trial RSS: one process {max(one):.0f} MiB, trials_per_process={per_process} {max(many):.0f} MiB")
-    print(f"wall time trials_per_process={per_process} / one process = {t_many / t_one:.2f} "
-          f"({t_many - t_one:+.0f} s for {len(set(runs[f'trials_per_process={per_process}'][1]))} processes)")
+    for n, (rss, pids, seconds, _) in runs.items():
+        _report(f"{label(n)} ({seconds:.0f} s)", rss, pids)
+    (one, _, t_one, s_one), (many, pids, t_many, s_many) = runs[0], runs[per_process]
+    print(f"\npeak trial RSS: one process {max(one):.0f} MiB, {label(per_process)} {max(many):.0f} MiB")
+    print(f"wall time {label(per_process)} / one process = {t_many / t_one:.2f} "
+          f"({t_many - t_one:+.0f} s for {len(set(pids))} processes)")
     same = all(abs(a - b) < 1e-6 for a, b in zip(s_one, s_many, strict=True))
     print(f"same scores in both runs (same seeds): {same}")
 

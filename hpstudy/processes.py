@@ -47,20 +47,21 @@ def run_in_processes(config: StudyConfig, *, verbose: int = 0) -> Any:
 
     per_process = config.trials_per_process
     started = time.time()
-    total_run, parts, first = 0, 0, None
+    total_run, parts = 0, 0
     with tempfile.TemporaryDirectory(prefix="hpstudy-processes-") as tmp:
         request = Path(tmp) / "config.pickle"
         request.write_bytes(pickle.dumps(config))
         while True:
             parts += 1
             outcome = _run_child(config, request, Path(tmp) / f"result-{parts}.json", verbose, started, parts)
-            first = first or outcome
+            if parts == 1:
+                finished_before = outcome.finished_before  # "already complete" only if no child ran a trial
             total_run += outcome.trials_run
             if not outcome.paused:
                 break
             print(f"[{config.name}] {total_run} trial(s) run in {parts} process(es); a fresh process continues "
                   f"(trials_per_process={per_process})", flush=True)
-    outcome = replace(outcome, trials_run=total_run, finished_before=first.finished_before and total_run == 0)
+    outcome = replace(outcome, trials_run=total_run, finished_before=finished_before and total_run == 0)
     print(summary_text(outcome, config), flush=True)
     return outcome
 

@@ -162,7 +162,6 @@ class WorkerOutcome:
     paused: bool = False
 
 
-
 def _wait_for_study(paths: StudyPaths, study: str | Path, timeout: float) -> None:
     """Wait (at most ``timeout`` s) for the chief to create the study: workers may be started first."""
     deadline = time.monotonic() + timeout
