@@ -60,7 +60,7 @@ def machine() -> str:
     import tensorflow as tf
 
     try:
-        load = " load average %.1f %.1f %.1f," % os.getloadavg()
+        load = " load average {:.1f} {:.1f} {:.1f},".format(*os.getloadavg())
     except OSError:
         load = ""
     return (f"{os.cpu_count()} cores (nproc), {model}, CPU only,{load} Python {platform.python_version()}, "

@@ -32,7 +32,7 @@ def _core(input_shape, seed: int):
     import keras_tuner as kt
 
     from hpstudy.config import load_search_space
-    from hpstudy.hypermodels import BaselineCNN
+    from hpstudy.models import BaselineCNN
 
     keras.utils.set_random_seed(seed)
     space = load_search_space(c.ROOT / "search_spaces" / "baseline_cnn.yaml")
@@ -45,7 +45,7 @@ def _core(input_shape, seed: int):
 def _naive_model(input_shape, seed: int):
     import keras
 
-    from hpstudy.hypermodels import compile_classifier, make_optimizer
+    from hpstudy.models import compile_classifier, make_optimizer
 
     core = _core(input_shape, seed)
     inputs = keras.Input(input_shape)
@@ -70,9 +70,9 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from hpstudy.data.prepare import prepare_data, resolve_source
+    from hpstudy.config.settings import Augmentation
     from hpstudy.data.pipeline import make_dataset
-    from hpstudy.data.settings import Augmentation
+    from hpstudy.data.prepare import prepare_data, resolve_source
 
     source = resolve_source(data)
     with c.timer() as decode:

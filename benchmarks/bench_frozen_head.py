@@ -23,10 +23,9 @@ same backbone.
 
 from __future__ import annotations
 
-import _common as c  # noqa: I001 - sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
-
 import json
 
+import _common as c  # noqa: I001 - sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 import pandas as pd
 
 
@@ -60,8 +59,9 @@ def _run(path, *, report_only: bool) -> tuple[float, pd.DataFrame]:
 
 def _wall(folder) -> float:
     """The measured wall time; for runs without it, study.json's finish minus study.yaml's freeze time."""
-    import yaml
     from datetime import datetime
+
+    import yaml
 
     timing = folder / "wall_seconds.json"
     if timing.is_file():

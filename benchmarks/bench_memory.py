@@ -79,10 +79,10 @@ def _plain_keras(data, folder, trials: int, epochs: int, size: int) -> tuple[flo
     import keras_tuner as kt
 
     from hpstudy.config import load_search_space
+    from hpstudy.config.settings import Augmentation
     from hpstudy.data.pipeline import make_dataset
     from hpstudy.data.prepare import prepare_data, resolve_source
-    from hpstudy.data.settings import Augmentation
-    from hpstudy.hypermodels import BaselineCNN
+    from hpstudy.models import BaselineCNN
 
     prepared = prepare_data(resolve_source(data), image_size=(size, size), normalization="dataset",
                             leak_check="off", cache_dir=folder / "cache")

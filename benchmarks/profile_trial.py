@@ -14,11 +14,11 @@ traced once per dataset, so the counts stay small and do not grow with the numbe
 
 from __future__ import annotations
 
-import _common as c  # noqa: I001 - sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
-
 import cProfile
 import io
 import pstats
+
+import _common as c  # noqa: I001 - sets TF_CPP_MIN_LOG_LEVEL before TensorFlow loads
 
 # (bucket, substring of "file:function" whose CUMULATIVE time is counted; the first match wins)
 _BUCKETS = [
@@ -83,7 +83,7 @@ def _report(profile: cProfile.Profile, seconds: float, top: int) -> None:
         total = max((ct for key, (_, _, _, ct, _) in rows.items() if needle in _name(key)), default=0.0)
         print(f"{label:45s} {total:7.2f} s  {total / seconds:6.1%}")
     print("\n-- Python calls into the input pipeline during the trial (traced once per dataset, not per image)")
-    for key, (cc, nc, tt, ct, _) in sorted(rows.items(), key=lambda item: -item[1][1]):
+    for key, (_cc, nc, _tt, ct, _) in sorted(rows.items(), key=lambda item: -item[1][1]):
         if key[0].endswith(_PIPELINE):
             print(f"{nc:6d} calls  {ct:6.2f} s  {_name(key)}")
     out = io.StringIO()

@@ -1,7 +1,8 @@
 """hpstudy: rigorous, resumable Keras Tuner hyperparameter studies for medical-image classifiers.
 
 The public API is re-exported here and loaded lazily, so ``import hpstudy`` stays fast and does not
-start TensorFlow until a function that needs it is called.
+start TensorFlow until a function that needs it is called. The library logs to
+``logging.getLogger("hpstudy")``, which prints to standard output by default (see ``hpstudy._log``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from hpstudy._log import disable_default_handler, install_default_handler
 from hpstudy.errors import ConfigError, DataError, EvaluationError, HpstudyError, LeakError, StudyError
+
+install_default_handler()
 
 __version__ = "0.1.0"
 
@@ -25,23 +29,24 @@ _LAZY = {
     "make_phantom": "hpstudy.data.phantom",
     "Normalizer": "hpstudy.data.pipeline",
     "make_dataset": "hpstudy.data.pipeline",
-    "build_hypermodel": "hpstudy.hypermodels",
+    "build_hypermodel": "hpstudy.models",
+    "resolve_config": "hpstudy.config",
     "run_study": "hpstudy.study",
-    "DistributedSettings": "hpstudy.distributed",
+    "DistributedSettings": "hpstudy.search.distributed",
     "study_status": "hpstudy.study",
     "export_trials": "hpstudy.study",
     "StudyOutcome": "hpstudy.study",
     "load_trials": "hpstudy.trials",
     "trials_frame": "hpstudy.trials",
     "best_trial": "hpstudy.trials",
-    "boundary_flags": "hpstudy.trials",
+    "boundary_flags": "hpstudy.boundary",
     "finalize_study": "hpstudy.finalize",
-    "evaluate_study": "hpstudy.assess",
-    "gradcam_study": "hpstudy.assess",
+    "evaluate_study": "hpstudy.evaluate",
+    "gradcam_study": "hpstudy.explain",
     "heatmap": "hpstudy.gradcam",
     "overlay": "hpstudy.gradcam",
-    "binary_metrics": "hpstudy.evaluate",
-    "bootstrap_ci": "hpstudy.evaluate",
+    "binary_metrics": "hpstudy.metrics",
+    "bootstrap_ci": "hpstudy.metrics",
     "run_demo": "hpstudy.demo",
 }
 
@@ -53,6 +58,7 @@ __all__ = [
     "LeakError",
     "StudyError",
     "EvaluationError",
+    "disable_default_handler",
     *_LAZY,
 ]
 

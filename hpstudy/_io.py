@@ -1,7 +1,7 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename.
+"""Low-level file helpers every stage shares: atomic writes, JSON reading, digests, times and durations.
 
-A reader (or a process killed with SIGKILL half-way) never sees a half-written file:
-either the old content or the new one.
+Atomic writes go to a temporary file beside the target, then rename: a reader (or a process killed
+with SIGKILL half-way) never sees a half-written file, either the old content or the new one.
 """
 
 from __future__ import annotations
@@ -16,12 +16,16 @@ import re
 import signal
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "append_line",
-           "kill_point", "remove_orphaned_temporaries"]
+           "kill_point", "remove_orphaned_temporaries", "read_json", "file_sha256", "digest", "utc_now",
+           "format_duration"]
+
+_MISSING = object()
 
 
 @contextlib.contextmanager
@@ -159,3 +163,47 @@ def kill_point(name: str) -> None:
     _KILL_COUNTS[name] += 1
     if _KILL_COUNTS[name] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def read_json(path: str | os.PathLike[str], default: Any = _MISSING) -> Any:
+    """Parsed JSON of ``path``; with ``default``, that value when the file is missing or unreadable.
+
+    Without ``default`` a missing or broken file raises (``OSError`` / ``ValueError``), so a caller that
+    must not go on without the file says which file it is.
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        if default is _MISSING:
+            raise
+        return default
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, read in chunks (model files are large)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def digest(parts: Mapping[str, Any], length: int = 24) -> str:
+    """A short, stable hash of a JSON-able mapping (keys sorted): a cache key."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 to the second (how every hpstudy record stamps time)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42s``, ``3m05s`` or ``1h02m``: a duration as people read it; ``never`` for None or NaN."""
+    if seconds is None or seconds != seconds:
+        return "never"
+    seconds = int(round(float(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -1,7 +1,8 @@
 """``hpstudy`` command line: parse, call the public API, return an exit code.
 
-Exit codes: 0 success, 1 a user-fixable error (bad data, YAML, study state; one line, no traceback),
-2 a usage error (argparse).
+The library logs (``logging.getLogger("hpstudy")``); the CLI makes sure its stdout handler is there and
+prints the results of the commands. Exit codes: 0 success, 1 a user-fixable error (bad data, YAML,
+study state; one line, no traceback), 2 a usage error (argparse).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from hpstudy._log import install_default_handler
 from hpstudy.errors import HpstudyError
 
 __all__ = ["main", "build_parser"]
@@ -37,13 +40,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     distributed = None
     if args.workers or args.listen:
-        from hpstudy.distributed import DistributedSettings
+        from hpstudy.search.distributed import DistributedSettings
 
         distributed = DistributedSettings(workers=args.workers, listen=args.listen or "127.0.0.1:0",
                                           max_restarts=args.max_restarts, heartbeat_timeout=args.heartbeat_timeout,
                                           timeout=args.timeout)
     run_study(args.study, data=args.data, overrides=_with_trials_per_process(args), overwrite=args.overwrite,
-              verbose=args.verbose, distributed=distributed)
+              fit_verbose=args.verbose, distributed=distributed)
     return 0
 
 
@@ -53,13 +56,13 @@ def _with_trials_per_process(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from hpstudy.distributed import run_worker
+    from hpstudy.search.distributed import run_worker
 
     outcome = run_worker(args.study, chief=args.chief, tuner_id=args.id, data=args.data,
-                         overrides=_with_trials_per_process(args), verbose=args.verbose, threads=args.threads,
+                         overrides=_with_trials_per_process(args), fit_verbose=args.verbose, threads=args.threads,
                          connect_timeout=args.connect_timeout)
     if outcome.paused:  # trials_per_process: continue in a fresh process image (same PID, memory returned)
-        from hpstudy.processes import child_environment
+        from hpstudy.search.processes import child_environment
 
         sys.stdout.flush()
         sys.stderr.flush()
@@ -89,14 +92,14 @@ def _cmd_finalize(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from hpstudy.assess import evaluate_study
+    from hpstudy.evaluate import evaluate_study
 
     evaluate_study(args.study, model=args.model, force=args.force, data=args.data)
     return 0
 
 
 def _cmd_gradcam(args: argparse.Namespace) -> int:
-    from hpstudy.assess import gradcam_study
+    from hpstudy.explain import gradcam_study
 
     gradcam_study(args.study, model=args.model, per_group=args.per_group, layer=args.layer, data=args.data)
     return 0
@@ -116,7 +119,7 @@ def _add_study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", help="study definition YAML (e.g. studies/covid_cnn_hyperband.yaml)")
 
 
-def _add_search(sub: argparse._SubParsersAction) -> None:
+def _add_search(sub: Any) -> None:
     parser = sub.add_parser("search", help="create or resume a study and run its hyperparameter search")
     _add_study_args(parser)
     parser.add_argument("--data", help="data folder or .zip (overrides the YAML's data)")
@@ -172,7 +175,7 @@ def _count(text: str) -> int:
     return value
 
 
-def _add_finalize_commands(sub: argparse._SubParsersAction) -> None:
+def _add_finalize_commands(sub: Any) -> None:
     finalize = sub.add_parser("finalize", help="retrain the best trial on train+val (and fine-tune a transfer model)")
     _add_study_args(finalize)
     finalize.add_argument("--data", help="data folder or .zip (overrides the YAML's data)")
@@ -238,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hpstudy`` console script."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    install_default_handler()
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     func: Callable[[argparse.Namespace], int] = args.func

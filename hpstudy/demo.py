@@ -6,10 +6,13 @@ without an opacity), never presented as X-rays; with ``--data`` it runs on real 
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 from pathlib import Path
 
 from hpstudy._io import atomic_write_bytes
+
+log = logging.getLogger("hpstudy")
 
 __all__ = ["run_demo", "DEMO_FILES"]
 
@@ -32,29 +35,31 @@ def run_demo(*, data: str | Path | None = None, out_dir: str | Path = "hpstudy-d
         data: a data folder or zip; None generates the synthetic phantom under ``out_dir``.
         out_dir: where everything is written (the study run is ``out_dir/demo/``).
     """
-    from hpstudy.assess import evaluate_study, gradcam_study
+    from hpstudy.config import resolve_config
     from hpstudy.data.explore import explore
     from hpstudy.data.phantom import make_phantom
+    from hpstudy.evaluate import evaluate_study
+    from hpstudy.explain import gradcam_study
     from hpstudy.finalize import finalize_study
-    from hpstudy.ledger import read_ledger
     from hpstudy.paths import StudyPaths
+    from hpstudy.records import ledger_entries
     from hpstudy.report import write_report
-    from hpstudy.study import resolve_config, run_study
+    from hpstudy.study import run_study
 
     out = Path(out_dir)
     if data is None:
         data = make_phantom(out / "phantom-data", size=48, seed=0)
-        print(f"Demo data: SYNTHETIC phantom images (not X-rays) in {data}")
+        log.info(f"Demo data: SYNTHETIC phantom images (not X-rays) in {data}")
     explore(data, out_dir=out / "explore", image_size=(48, 48))
-    print(f"Exploration (Task 1): {out / 'explore' / 'summary.md'}")
+    log.info(f"Exploration (Task 1): {out / 'explore' / 'summary.md'}")
     study_yaml = _write_demo_study(out)
     run_study(study_yaml, data=data)
     paths = StudyPaths(resolve_config(study_yaml, data=data).study_dir)
-    if not (paths.final_dir / "model.keras").exists():
+    if not paths.model_file("final").exists():
         finalize_study(study_yaml, data=data)
-    if not read_ledger(paths.evaluation_dir / "test_ledger.jsonl"):  # the test set is used once
+    if not ledger_entries(paths):  # the test set is used once
         evaluate_study(study_yaml, data=data)
     gradcam_study(study_yaml, data=data)
     report = write_report([paths.root], out_dir=out / "report", explore_dir=out / "explore").html
-    print(f"Demo finished: everything is in {out}\nReport: {report}")
+    log.info(f"Demo finished: everything is in {out}\nReport: {report}")
     return report

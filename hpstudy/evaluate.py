@@ -1,275 +1,136 @@
-"""Test-set metrics of a binary classifier, bootstrap confidence intervals, and their figures.
+"""The single, guarded test evaluation of a finalized model.
 
-Compute first, draw separately: ``binary_metrics``, ``bootstrap_ci``, ``confusion`` and
-``roc_points`` are pure functions of ``(y_true, y_prob)``; the ``plot_*`` functions only draw.
-Label 1 is the positive class (e.g. COVID); a sample is predicted positive when
-``y_prob >= threshold`` (the rule of ``sklearn.metrics.roc_curve``).
+``evaluate_study`` is the only place that reads the test split. It checks the model file belongs to
+the study, refuses a second evaluation of the same file unless forced, runs the full leak check
+(now including the test split), and writes ``evaluation/<model>/`` plus a ledger line.
 """
 
 from __future__ import annotations
 
-import math
-import os
-from collections.abc import Sequence
+import getpass
+import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from scipy.stats import rankdata
-from sklearn.metrics import roc_auc_score, roc_curve
+import pandas as pd
 
-from hpstudy._io import atomic_path
+from hpstudy._io import atomic_path, file_sha256, utc_now
+from hpstudy.config import resolve_config
+from hpstudy.errors import EvaluationError, StudyError
+from hpstudy.paths import MODELS, StudyPaths
+from hpstudy.records import check_first_evaluation, ledger_entries, read_model_record, record_evaluation, write_metrics
 
-__all__ = ["METRIC_NAMES", "binary_metrics", "bootstrap_ci", "confusion", "roc_points",
-           "plot_confusion_matrix", "plot_roc", "plot_prediction_samples"]
+__all__ = ["evaluate_study", "model_path", "best_evaluated_model"]
 
-METRIC_NAMES = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1")
-
-
-def _check(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validated 1-D ``(labels as int, probabilities as float64)``."""
-    y_true, y_prob = np.asarray(y_true).reshape(-1), np.asarray(y_prob, dtype="float64").reshape(-1)
-    if y_true.shape != y_prob.shape:
-        raise ValueError(f"y_true and y_prob must have the same length, got {len(y_true)} and {len(y_prob)}")
-    if len(y_true) == 0:
-        raise ValueError("y_true is empty")
-    if not np.isin(y_true, (0, 1)).all():
-        raise ValueError(f"labels must be 0 or 1, got {sorted(set(np.unique(y_true).tolist()))}")
-    if not np.isfinite(y_prob).all():
-        raise ValueError("y_prob contains NaN or infinite values")
-    return y_true.astype("int64"), y_prob
+log = logging.getLogger("hpstudy")
 
 
-def _ratio(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
-    """``num / den`` elementwise, ``empty`` where ``den == 0``."""
-    num, den = np.asarray(num, dtype="float64"), np.asarray(den, dtype="float64")
-    return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, empty), where=den > 0)
-
-
-def _from_counts(tp: np.ndarray, tn: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[str, np.ndarray]:
-    """The threshold metrics from (arrays of) confusion counts."""
-    return {"accuracy": _ratio(tp + tn, tp + tn + fp + fn, math.nan),
-            "sensitivity": _ratio(tp, tp + fn, math.nan),
-            "specificity": _ratio(tn, tn + fp, math.nan),
-            "precision": _ratio(tp, tp + fp, 0.0),
-            "f1": _ratio(2 * tp, 2 * tp + fp + fn, 0.0)}
-
-
-def _auc_by_ranks(neg: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """ROC AUC of each row (Mann-Whitney U with mid-ranks for ties); ``neg``/``pos`` are ``(B, n)``."""
-    n_neg, n_pos = neg.shape[1], pos.shape[1]
-    if n_neg == 0 or n_pos == 0:
-        return np.full(len(neg), math.nan)
-    ranks = rankdata(np.concatenate([neg, pos], axis=1), axis=1)
-    return (ranks[:, n_neg:].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def _resample(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """``(n_boot, len(values))`` draws with replacement from ``values`` (empty rows if none)."""
-    if len(values) == 0:
-        return np.empty((n_boot, 0))
-    return values[rng.integers(0, len(values), size=(n_boot, len(values)))]
-
-
-def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, ROC AUC, sensitivity, specificity, precision, F1 and the confusion counts.
-
-    ``sensitivity = tp/(tp+fn)``, ``specificity = tn/(tn+fp)``, ``precision = tp/(tp+fp)``,
-    ``f1 = 2tp/(2tp+fp+fn)``. Precision (and F1) is 0.0 when nothing is predicted positive,
-    as ``sklearn``'s ``zero_division=0``; sensitivity/specificity are NaN without positive/negative
-    samples, and ROC AUC is NaN when only one class is present.
-
-    Returns:
-        ``METRIC_NAMES`` as floats plus ``tp``, ``tn``, ``fp``, ``fn`` and ``n`` as ints.
+def model_path(paths: StudyPaths, which: str) -> Path:
+    """Path of the ``final`` or ``finetune`` model of a study, checked to belong to it.
 
     Raises:
-        ValueError: lengths differ, empty input, labels not 0/1, or non-finite probabilities.
+        StudyError: unknown name, no model yet, or a file that is not the one this study saved.
     """
-    y_true, y_prob = _check(y_true, y_prob)
-    (tn, fp), (fn, tp) = confusion(y_true, y_prob, threshold=threshold)
-    metrics = {k: float(v) for k, v in _from_counts(tp, tn, fp, fn).items()}
-    both = 0 < y_true.sum() < len(y_true)
-    metrics["roc_auc"] = float(roc_auc_score(y_true, y_prob)) if both else math.nan
-    counts = {"tp": int(tp), "tn": int(tn), "fp": int(fp), "fn": int(fn), "n": int(len(y_true))}
-    return {**{k: metrics[k] for k in METRIC_NAMES}, **counts}
+    if which not in MODELS:
+        raise StudyError(f"--model must be one of {', '.join(MODELS)}, but got {which!r}")
+    folder = paths.model_dir(which)
+    path, record = paths.model_file(which), read_model_record(paths, which)
+    if not path.exists():
+        hint = ("run `hpstudy finalize` first" if which == "final" else
+                f"fine-tuning kept the head model (see {paths.lr_backoff})" if record
+                else "run `hpstudy finalize` on a transfer-model study first")
+        raise StudyError(f"no {which} model at {path}: {hint}")
+    expected = (record or {}).get("model_sha256")
+    if not expected:
+        recorded_in = paths.model_record(which)
+        raise StudyError(f"{path} has no SHA-256 recorded in {recorded_in}, so hpstudy cannot tell it is the model "
+                         "this study saved; re-run `hpstudy finalize`")
+    if file_sha256(path) != expected:
+        raise StudyError(f"{path} is not the model this study saved (its SHA-256 differs from the one recorded "
+                         f"in {folder}); was it copied from another study? Re-run `hpstudy finalize`.")
+    return path
 
 
-def bootstrap_ci(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float = 0.5, n_boot: int = 1000,
-                 confidence: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap confidence intervals of ``METRIC_NAMES`` over the test samples.
+def _load_test(config: Any, paths: StudyPaths) -> tuple[Any, np.ndarray, np.ndarray, Any, list[str]]:
+    from hpstudy.data.discover import discover
+    from hpstudy.data.leak import check_leaks
+    from hpstudy.data.pipeline import load_split
+    from hpstudy.data.prepare import load_data_stats
 
-    Resampling is stratified: each resample draws, with replacement, as many negatives from the
-    negatives and as many positives from the positives as the test set has, so every resample
-    has both classes and the prevalence is fixed. The interval is the ``(1 - confidence)/2`` and
-    ``(1 + confidence)/2`` percentiles of the resampled metric (NaN resamples ignored).
-    All resamples are computed at once with arrays (AUC by mid-ranks).
+    stats = load_data_stats(paths.data_stats)
+    source = discover(config.data, positive_class=config.positive_class, verify=True)
+    leaks = check_leaks(source, severity=config.leak_check, out_csv=paths.leaks_all_splits)
+    records = source.split("test")
+    x, y = load_split(records, image_size=tuple(stats["image_size"]))
+    return stats, x, y, leaks, [str(r.path.relative_to(source.root)) for r in records]
 
-    Returns:
-        metric name -> ``(low, high)``; ``(nan, nan)`` where the metric is undefined throughout.
+
+def evaluate_study(config: Any, *, model: str = "final", force: bool = False, data: str | Path | None = None,
+                   n_boot: int = 1000) -> dict[str, Any]:
+    """Evaluate a finalized model on the test split, once; returns the metrics with 95 % CIs.
 
     Raises:
-        ValueError: invalid inputs, ``n_boot < 1`` or ``confidence`` outside ``(0, 1)``.
+        StudyError: no such model yet, or a model file that is not this study's.
+        EvaluationError: the model was already evaluated and ``force`` is False.
     """
-    y_true, y_prob = _check(y_true, y_prob)
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    rng = np.random.default_rng(seed)
-    neg, pos = (_resample(y_prob[y_true == label], n_boot, rng) for label in (0, 1))
-    tp, fn = (pos >= threshold).sum(axis=1), (pos < threshold).sum(axis=1)
-    fp, tn = (neg >= threshold).sum(axis=1), (neg < threshold).sum(axis=1)
-    samples = {**_from_counts(tp, tn, fp, fn), "roc_auc": _auc_by_ranks(neg, pos)}
-    tails = [50 * (1 - confidence), 50 * (1 + confidence)]
-    intervals = {}
-    for name in METRIC_NAMES:
-        values = samples[name][~np.isnan(samples[name])]
-        low, high = np.percentile(values, tails) if len(values) else (math.nan, math.nan)
-        intervals[name] = (float(low), float(high))
-    return intervals
+    import keras
+
+    from hpstudy import metrics as ev
+    from hpstudy import metrics_figures as figures
+    from hpstudy.data.prepare import ordered_class_names
+
+    config = resolve_config(config, data=data)
+    paths = StudyPaths(config.study_dir)
+    path = model_path(paths, model)
+    sha = file_sha256(path)
+    ledger = paths.ledger
+    earlier = check_first_evaluation(ledger, sha, force=force)
+    stats, x, y, leaks, names = _load_test(config, paths)
+    stamp = {"model": model, "model_sha256": sha, "study": config.name, "user": _user(), "model_file": str(path),
+             "forced": bool(earlier)}
+    # Recorded before the model sees the test images: a crash from here on still counts as a use.
+    record_evaluation(ledger, {**stamp, "status": "started", "time": utc_now()})
+    probs = keras.models.load_model(path).predict(stats["normalizer"].apply(x), verbose=0).reshape(-1)
+    metrics = ev.binary_metrics(y, probs)
+    intervals = ev.bootstrap_ci(y, probs, n_boot=n_boot, seed=config.seed)
+    out = paths.evaluation_of(model)
+    class_names = ordered_class_names(stats)
+    figures.plot_confusion_matrix(ev.confusion(y, probs), class_names, out / "confusion_matrix.png",
+                                  title=f"{config.name} ({model}): test confusion matrix")
+    figures.plot_roc(y, probs, out / "roc.png", title=f"{config.name} ({model}): test ROC",
+                     auc_ci=intervals.get("roc_auc"))
+    figures.plot_prediction_samples(x, y, probs, class_names, out / "samples.png", seed=config.seed)
+    with atomic_path(paths.predictions_csv(model)) as tmp:
+        pd.DataFrame({"path": names, "label": y.astype(int), "probability": probs}).to_csv(tmp, index=False)
+    result = {"model": model, "model_sha256": sha, "n_test": int(len(y)), "threshold": 0.5,
+              "metrics": metrics, "ci95": {k: list(v) for k, v in intervals.items()},
+              "leaks_across_all_splits": int(len(leaks)), "forced": bool(earlier)}
+    write_metrics(paths, model, result)
+    record_evaluation(ledger, {**stamp, **result, "status": "completed", "time": utc_now()})
+    log.info(_metrics_line(config.name, model, metrics, intervals))
+    return result
 
 
-def confusion(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
-    """The 2x2 confusion matrix ``[[tn, fp], [fn, tp]]``: rows are the true class (negative, positive),
-    columns the predicted class, as ``sklearn.metrics.confusion_matrix(labels=[0, 1])``."""
-    y_true, y_prob = _check(y_true, y_prob)
-    pred = (y_prob >= threshold).astype("int64")
-    return np.bincount(2 * y_true + pred, minlength=4).reshape(2, 2)
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
-def roc_points(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(fpr, tpr, thresholds)`` of the ROC curve (``sklearn.metrics.roc_curve``).
-
-    Raises:
-        ValueError: invalid inputs, or only one class present (the curve is undefined).
-    """
-    y_true, y_prob = _check(y_true, y_prob)
-    if not 0 < y_true.sum() < len(y_true):
-        raise ValueError("the ROC curve needs both classes in y_true")
-    fpr, tpr, thresholds = roc_curve(y_true, y_prob)
-    return fpr, tpr, thresholds
+def _metrics_line(name: str, model: str, metrics: dict[str, Any], intervals: dict[str, Any]) -> str:
+    parts = []
+    for key in ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1"):
+        low, high = intervals.get(key, (np.nan, np.nan))
+        parts.append(f"{key} {metrics[key]:.3f} [{low:.3f}, {high:.3f}]")
+    return f"[{name}] test ({model}): " + "; ".join(parts)
 
 
-# --------------------------------------------------------------------------- figures
-
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    return Path(path)
-
-
-def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str | os.PathLike[str], *,
-                          title: str) -> Path:
-    """Draw a 2x2 confusion matrix with counts and the percentage of each true class per cell.
-
-    Args:
-        cm: ``[[tn, fp], [fn, tp]]`` as returned by ``confusion``.
-        class_names: ``(negative, positive)`` names.
-        path: the image to write (atomically).
-        title: the figure title.
-
-    Returns:
-        ``path`` as a ``Path``.
-
-    Raises:
-        ValueError: ``cm`` is not 2x2 or there are not two class names.
-    """
-    cm = np.asarray(cm)
-    if cm.shape != (2, 2) or len(class_names) != 2:
-        raise ValueError(f"need a 2x2 matrix and 2 class names, got {cm.shape} and {len(class_names)}")
-    share = _ratio(cm, cm.sum(axis=1, keepdims=True), 0.0)
-    fig = Figure(figsize=(5.2, 4.4), layout="constrained")
-    ax = fig.subplots()
-    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    for (i, j), count in np.ndenumerate(cm):
-        ax.text(j, i, f"{count}\n({100 * share[i, j]:.1f} %)", ha="center", va="center", fontsize=12,
-                color="white" if share[i, j] > 0.5 else "black")
-    ax.set_xticks([0, 1], labels=list(class_names))
-    ax.set_yticks([0, 1], labels=list(class_names))
-    ax.set_xlabel("Predicted class")
-    ax.set_ylabel("True class")
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=ax, label="share of the true class")
-    return _save(fig, path)
-
-
-def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, path: str | os.PathLike[str], *, title: str,
-             auc_ci: tuple[float, float] | None = None) -> Path:
-    """Draw the ROC curve with the chance diagonal and the AUC (and its confidence interval) in the legend.
-
-    Raises:
-        ValueError: invalid inputs or a single class (see ``roc_points``).
-    """
-    fpr, tpr, _ = roc_points(y_true, y_prob)
-    label = f"ROC (AUC = {binary_metrics(y_true, y_prob)['roc_auc']:.3f}"
-    if auc_ci is not None:
-        label += f", 95 % CI {auc_ci[0]:.3f}-{auc_ci[1]:.3f}"
-    fig = Figure(figsize=(5.0, 5.0), layout="constrained")
-    ax = fig.subplots()
-    ax.plot(fpr, tpr, drawstyle="steps-post", linewidth=2, label=label + ")")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance (AUC = 0.5)")
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal",
-           xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=9)
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
-
-
-def _gray(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, dtype="float32")
-    return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
-
-
-def plot_prediction_samples(images: np.ndarray, y_true: np.ndarray, y_prob: np.ndarray,
-                            class_names: Sequence[str], path: str | os.PathLike[str], *, n: int = 16,
-                            threshold: float = 0.5, seed: int = 0) -> Path:
-    """Draw a seeded random sample of test images with their true label and predicted probability.
-
-    Images are shown as stored, not normalized: gray values on a fixed 0..255 scale (0..1 if the
-    array's maximum is at most 1). Each title gives the true class, ``p(<positive>)`` and
-    "correct" or "WRONG"; the frame is green when correct and red when wrong.
-
-    Args:
-        images: ``(N, H, W)`` or ``(N, H, W, 1|3)``.
-        y_true, y_prob: labels 0/1 and positive-class probabilities.
-        class_names: ``(negative, positive)`` names.
-        path: the image to write (atomically).
-        n: how many samples (at most ``N``).
-        threshold: predicted positive when ``y_prob >= threshold``.
-        seed: the sample's seed.
-
-    Returns:
-        ``path`` as a ``Path``.
-
-    Raises:
-        ValueError: lengths differ, labels not 0/1, not two class names, or ``n < 1``.
-    """
-    y_true, y_prob = _check(y_true, y_prob)
-    images = np.asarray(images)
-    if len(images) != len(y_true) or len(class_names) != 2 or n < 1:
-        raise ValueError(f"need one image per label ({len(images)} images, {len(y_true)} labels), "
-                         f"2 class names (got {len(class_names)}) and n >= 1 (got {n})")
-    chosen = np.sort(np.random.default_rng(seed).choice(len(images), size=min(n, len(images)), replace=False))
-    vmax = 255.0 if float(images.max()) > 1.0 else 1.0
-    cols = math.ceil(math.sqrt(len(chosen)))
-    rows = math.ceil(len(chosen) / cols)
-    fig = Figure(figsize=(2.6 * cols, 2.9 * rows + 0.4), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).reshape(-1)
-    for ax, i in zip(axes, chosen):
-        correct = (y_prob[i] >= threshold) == bool(y_true[i])
-        colour = "tab:green" if correct else "tab:red"
-        image = _gray(images[i])
-        ax.imshow(image / vmax if image.ndim == 3 else image, cmap="gray", vmin=0.0,
-                  vmax=1.0 if image.ndim == 3 else vmax)
-        ax.set_title(f"true: {class_names[y_true[i]]}\np({class_names[1]}) = {y_prob[i]:.2f}, "
-                     f"{'correct' if correct else 'WRONG'}", fontsize=8, color=colour)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_edgecolor(colour)
-            spine.set_linewidth(4)
-    for ax in axes[len(chosen):]:
-        ax.set_axis_off()
-    fig.suptitle(f"Test predictions (threshold {threshold:g}): {len(chosen)} random samples", fontsize=11)
-    return _save(fig, path)
+def best_evaluated_model(paths: StudyPaths) -> str:
+    """The model with the best test ROC AUC in the ledger (the course's rule for Grad-CAM)."""
+    entries = [e for e in ledger_entries(paths) if e.get("model") in MODELS and e.get("metrics")]
+    if not entries:
+        raise EvaluationError(f"no evaluation in {paths.ledger}: run `hpstudy evaluate` first")
+    latest = {e["model"]: e for e in entries}
+    return max(latest.values(), key=lambda e: e["metrics"].get("roc_auc", -1.0))["model"]

@@ -20,8 +20,7 @@ that file, so the transplanted head sits on exactly the backbone it was trained 
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import os
 import tempfile
 import zipfile
@@ -31,43 +30,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import keras
-import keras_tuner
 import numpy as np
 import tensorflow as tf
 
-from hpstudy._io import atomic_path
-from hpstudy.config import SearchSpace
-from hpstudy.data.pipeline import Normalizer, class_weights, make_augmenter
-from hpstudy.data.settings import Augmentation
+from hpstudy._io import atomic_path, digest, file_sha256
+from hpstudy.config import Augmentation
+from hpstudy.data.pipeline import Normalizer, make_augmenter
 from hpstudy.errors import ConfigError
-from hpstudy.hypermodels import (BACKBONE_NAME, DatasetFactory, ResNet50V2Head, build_resnet_backbone,
-                                 copy_head_weights)
+from hpstudy.models import BACKBONE_NAME, build_resnet_backbone, head_on_features
 
 if TYPE_CHECKING:
     from hpstudy.config import StudyConfig
     from hpstudy.data.prepare import PreparedData
 
-__all__ = ["CACHE_VERSION", "BackboneWeights", "FeatureSet", "FeatureCache", "HeadOnFeatures", "CachedSearch",
-           "backbone_weights", "feature_key", "extract_features", "feature_dataset", "uses_feature_cache",
-           "study_feature_cache", "cached_search", "fit_final_head"]
+__all__ = ["CACHE_VERSION", "BackboneWeights", "FeatureSet", "FeatureCache", "backbone_weights", "feature_key",
+           "extract_features", "feature_dataset", "uses_feature_cache", "feature_views", "study_feature_cache",
+           "split_features"]
+
+log = logging.getLogger("hpstudy")
 
 CACHE_VERSION = 1
 EXTRACT_BATCH = 32  # part of the key: augmented views are seeded per extraction batch
 _VIEW_STRIDE = 1_000_003  # separates the augmentation seeds of different views
-HEAD_STEPS_PER_EXECUTION = 32  # a head step is ~1 ms of compute and ~3 ms of call overhead on a CPU
-
-
-def _digest(parts: Mapping[str, Any], length: int = 24) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- backbone weights
@@ -96,11 +80,11 @@ def backbone_weights(weights: str | Path | None, *, seed: int, cache_dir: Path) 
         path = Path(weights).expanduser()
         if not path.is_file():
             raise ConfigError(f"weights file not found: {path}")
-        return BackboneWeights(str(path), f"file:sha256:{_file_sha256(path)}")
-    path = Path(cache_dir) / f"backbone-{_digest({'backbone': BACKBONE_NAME, 'seed': int(seed)})}.weights.h5"
+        return BackboneWeights(str(path), f"file:sha256:{file_sha256(path)}")
+    path = Path(cache_dir) / f"backbone-{digest({'backbone': BACKBONE_NAME, 'seed': int(seed)})}.weights.h5"
     if not path.is_file():
         _save_random_backbone(path, seed)
-    return BackboneWeights(str(path), f"random:seed={int(seed)}:sha256:{_file_sha256(path)}")
+    return BackboneWeights(str(path), f"random:seed={int(seed)}:sha256:{file_sha256(path)}")
 
 
 def _save_random_backbone(path: Path, seed: int) -> None:
@@ -151,7 +135,7 @@ def feature_key(*, backbone: str, weights: str, input_shape: tuple[int, int, int
 
     Augmentation and seed only enter when there are augmented views: the clean view does not use them.
     """
-    return _digest({
+    return digest({
         "version": CACHE_VERSION, "backbone": backbone, "weights": weights,
         "input_shape": [int(v) for v in input_shape], "normalizer": dict(normalizer),
         "augmentation": dict(augmentation) if views and augmentation is not None else None,
@@ -236,7 +220,7 @@ class FeatureCache:
 
     def _model(self) -> keras.Model:
         if self._extractor is None:
-            self._extractor = _head_on_features(None, self.input_shape, self.backbone.source).feature_extractor()
+            self._extractor = head_on_features(None, self.input_shape, self.backbone.source).feature_extractor()
             self._extractor.compile(jit_compile=self.jit_compile)
         return self._extractor
 
@@ -285,33 +269,6 @@ def feature_dataset(features: FeatureSet, *, batch_size: int, training: bool, se
     return batches.map(assemble, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
-class HeadOnFeatures(ResNet50V2Head):
-    """The ``resnet50v2_head`` family searched on cached features.
-
-    ``build`` gives the compiled head alone (``build_head_model``: the same hyperparameters, layer
-    names and optimizer as the full model's top); ``build_full`` gives the full model on images, with
-    the backbone weights the features were computed with.
-    """
-
-    def __init__(self, space: SearchSpace, *, input_shape: tuple[int, int, int], weights: str,
-                 feature_dim: int = 2048, jit_compile: bool = False) -> None:
-        super().__init__(space, input_shape=input_shape, weights=weights, jit_compile=jit_compile)
-        self.feature_dim = int(feature_dim)
-
-    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        return self.build_head_model(hp, feature_dim=self.feature_dim, steps_per_execution=HEAD_STEPS_PER_EXECUTION)
-
-    def build_full(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        """The compiled full model (image -> backbone -> head) with the same hyperparameters."""
-        return ResNet50V2Head.build(self, hp)
-
-
-def _head_on_features(space: SearchSpace | None, input_shape: tuple[int, int, int], weights: str,
-                      jit_compile: bool = False, feature_dim: int = 2048) -> HeadOnFeatures:
-    return HeadOnFeatures(space or SearchSpace("resnet50v2_head", ()), input_shape=input_shape, weights=weights,
-                          feature_dim=feature_dim, jit_compile=jit_compile)
-
-
 # --------------------------------------------------------------------------- studies
 def uses_feature_cache(config: StudyConfig) -> bool:
     """True when the study searches its head on cached backbone features."""
@@ -319,14 +276,15 @@ def uses_feature_cache(config: StudyConfig) -> bool:
     return config.family == "resnet50v2_head" and cache is not None and bool(cache.enabled)
 
 
-def _views(config: StudyConfig) -> int:
+def feature_views(config: StudyConfig) -> int:
+    """Augmented views per training image the study caches (0 without augmentation)."""
     return int(config.feature_cache.views) if config.augmentation.enabled else 0
 
 
 def _data_id(prepared: PreparedData, split: str) -> str:
     """Content fingerprint of one split plus the order of its images (the rows of the features)."""
     order = [f"{r.class_name}/{r.path.name}" for r in prepared.source.split(split)]
-    return _digest({"fingerprint": prepared.source.fingerprint(splits=(split,)), "order": order}, length=64)
+    return digest({"fingerprint": prepared.source.fingerprint(splits=(split,)), "order": order}, length=64)
 
 
 def study_feature_cache(config: StudyConfig, prepared: PreparedData, cache_dir: Path) -> FeatureCache:
@@ -336,74 +294,10 @@ def study_feature_cache(config: StudyConfig, prepared: PreparedData, cache_dir: 
                         augmentation=config.augmentation, jit_compile=config.jit_compile)
 
 
-def _split_features(cache: FeatureCache, prepared: PreparedData, split: str, views: int) -> FeatureSet:
+def split_features(cache: FeatureCache, prepared: PreparedData, split: str, views: int) -> FeatureSet:
+    """Features of the ``train`` or ``val`` split of ``prepared`` (read from the cache, or computed once)."""
     x, y = (prepared.x_train, prepared.y_train) if split == "train" else (prepared.x_val, prepared.y_val)
     found = cache.features(x, y, split=split, data=_data_id(prepared, split), views=views)
-    print(f"features of {split} ({len(found)} images x {found.views} view(s)): "
-          f"{'computed' if found.computed else 'read'} {found.path}", flush=True)
+    log.info("features of %s (%d images x %d view(s)): %s %s", split, len(found), found.views,
+             "computed" if found.computed else "read", found.path)
     return found
-
-
-@dataclass(frozen=True)
-class CachedSearch:
-    """What a study searches with when the feature cache is on: head-only hypermodel and feature datasets."""
-
-    hypermodel: Any
-    train: DatasetFactory
-    val: DatasetFactory
-    backbone: BackboneWeights
-
-
-def cached_search(config: StudyConfig, prepared: PreparedData, cache_dir: Path) -> CachedSearch | None:
-    """Head-only hypermodel and train/val dataset factories over cached features (None if the cache is off)."""
-    if not uses_feature_cache(config):
-        return None
-    cache = study_feature_cache(config, prepared, cache_dir)
-    train = _split_features(cache, prepared, "train", _views(config))
-    val = _split_features(cache, prepared, "val", 0)
-    cache.release()
-    hypermodel = _head_on_features(config.search_space, prepared.input_shape, cache.backbone.source,
-                                   config.jit_compile, train.dim)
-    seed = config.seed
-    return CachedSearch(
-        hypermodel,
-        DatasetFactory(lambda batch_size: feature_dataset(train, batch_size=batch_size, training=True, seed=seed)),
-        DatasetFactory(lambda batch_size: feature_dataset(val, batch_size=batch_size, training=False)),
-        cache.backbone,
-    )
-
-
-def fit_final_head(config: StudyConfig, prepared: PreparedData, values: Mapping[str, Any], epochs: int,
-                   cache_dir: Path) -> tuple[keras.Model, Any]:
-    """Train the head on cached train+val features (clean and augmented views of both), then transplant it.
-
-    The head trains for ``epochs`` without validation data, drawing one view per image per epoch as
-    in the search; the full model is then built on the same backbone weights as the features and the
-    head's weights are copied into it (``copy_head_weights``).
-
-    Returns:
-        ``(full model, history table)``.
-    """
-    from hpstudy.finalize import history_table, hyperparameters_object
-
-    views = _views(config)
-    cache = study_feature_cache(config, prepared, cache_dir)
-    parts = [_split_features(cache, prepared, split, views) for split in ("train", "val")]
-    cache.release()
-    both = FeatureSet(np.concatenate([p.features for p in parts], axis=1),
-                      np.concatenate([p.labels for p in parts]))
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(config.seed)
-    hypermodel = _head_on_features(config.search_space, prepared.input_shape, cache.backbone.source,
-                                   config.jit_compile, both.dim)
-    hp = hyperparameters_object(config.search_space, dict(values))
-    head = hypermodel.build(hp)
-    dataset = feature_dataset(both, batch_size=int(values.get("batch_size", 32)), training=True, seed=config.seed)
-    kwargs = {"class_weight": class_weights(both.labels)} if config.class_weights else {}
-    history = head.fit(dataset, epochs=epochs, verbose=0, shuffle=False, **kwargs)  # the dataset shuffles
-    model = hypermodel.build_full(hp)
-    copy_head_weights(head, model)
-    model.optimizer.build(model.trainable_variables)  # saved with its slots, so reloading finds them all
-    print(f"[{config.name}] head trained on cached features ({len(both)} images x {both.views} view(s)) and "
-          f"transplanted onto the backbone ({cache.backbone.identity[:40]})", flush=True)
-    return model, history_table(history)

@@ -10,18 +10,24 @@ When no attempt improves on the head model, the head model is kept. Every attemp
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hpstudy._io import atomic_write_json
+from hpstudy._io import file_sha256
 from hpstudy.errors import StudyError
+from hpstudy.models import BACKBONE_NAME, FALLBACKS, compile_classifier, make_optimizer
+from hpstudy.models.training import history_table, save_and_verify, write_history
+from hpstudy.paths import HISTORY_FILE
+from hpstudy.records import write_lr_backoff
 
-__all__ = ["BACKBONE_NAME", "unfreeze", "DropDetector", "finetune_model"]
+__all__ = ["unfreeze", "DropDetector", "finetune_model"]
 
-BACKBONE_NAME = "resnet50v2"
+log = logging.getLogger("hpstudy")
+
 _BLOCK = re.compile(r"^(conv\d+_block\d+)_")
 
 
@@ -96,7 +102,8 @@ class DropDetector:
                     self.reason = f"training loss {loss:.4f} > {1 + margin:.2f} x best {self.best_loss:.4f}"
                 elif accuracy is not None and self.best_accuracy is not None and \
                         accuracy < self.best_accuracy - margin:
-                    self.reason = f"training accuracy {accuracy:.4f} fell below best {self.best_accuracy:.4f} - {margin}"
+                    self.reason = (f"training accuracy {accuracy:.4f} fell below best "
+                                   f"{self.best_accuracy:.4f} - {margin}")
                 else:
                     self.best_loss = min(self.best_loss, loss)
                     if accuracy is not None:
@@ -111,7 +118,7 @@ class DropDetector:
 def _reference(final_dir: Path) -> tuple[float, float | None]:
     import pandas as pd
 
-    history = pd.read_csv(final_dir / "history.csv")
+    history = pd.read_csv(final_dir / HISTORY_FILE)
     last = history.iloc[-1]
     return float(last["loss"]), (float(last["accuracy"]) if "accuracy" in history.columns else None)
 
@@ -120,16 +127,14 @@ def _attempt(config: Any, head_path: Path, dataset: Any, learning_rate: float, v
              reference: tuple[float, float | None]) -> tuple[Any, dict[str, Any]]:
     import keras
 
-    from hpstudy.finalize import history_table
-    from hpstudy.hypermodels import compile_classifier, make_optimizer
-
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     model = keras.models.load_model(head_path)
     settings = config.finetune
     opened = unfreeze(model, policy=settings.unfreeze, top_blocks=settings.top_blocks, from_layer=settings.from_layer)
-    optimizer = make_optimizer(values.get("optimizer", "adam"), learning_rate,
-                               momentum=values.get("momentum", 0.9), weight_decay=values.get("weight_decay", 1e-4))
+    optimizer = make_optimizer(values.get("optimizer", FALLBACKS["optimizer"]), learning_rate,
+                               momentum=values.get("momentum", FALLBACKS["momentum"]),
+                               weight_decay=values.get("weight_decay", FALLBACKS["weight_decay"]))
     compile_classifier(model, optimizer=optimizer, jit_compile=config.jit_compile)
     detector = DropDetector(reference_loss=reference[0], reference_accuracy=reference[1], margin=settings.drop_margin)
     history = history_table(model.fit(dataset, epochs=settings.epochs, callbacks=[detector], verbose=0, shuffle=False))
@@ -148,22 +153,22 @@ def finetune_model(config: Any, paths: Any, prepared: Any, x: np.ndarray, y: np.
                    values: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune the saved head model with back-off; returns the ``lr_backoff.json`` record."""
     from hpstudy.data.pipeline import make_dataset
-    from hpstudy.finalize import file_sha256, save_and_verify, write_history
 
-    head_path = paths.final_dir / "model.keras"
+    head_path = paths.model_file("final")
     reference = _reference(paths.final_dir)
-    dataset = make_dataset(x, y, batch_size=int(values.get("batch_size", 32)), normalizer=prepared.normalizer,
+    batch_size = int(values.get("batch_size", FALLBACKS["batch_size"]))
+    dataset = make_dataset(x, y, batch_size=batch_size, normalizer=prepared.normalizer,
                            training=True, augmentation=config.augmentation, seed=config.seed)
     learning_rate, attempts = float(config.finetune.learning_rate), []
     for _ in range(config.finetune.max_retries + 1):
-        print(f"[{config.name}] fine-tuning ({config.finetune.unfreeze}) at learning rate {learning_rate:g}")
+        log.info(f"[{config.name}] fine-tuning ({config.finetune.unfreeze}) at learning rate {learning_rate:g}")
         model, record = _attempt(config, head_path, dataset, learning_rate, values, reference)
         attempts.append(record)
         if record["improved"]:
             break
         if record["dropped"]:
-            print(f"[{config.name}] training performance dropped ({record['reason']}); reloading the head model "
-                  f"and dividing the learning rate by 10")
+            log.info(f"[{config.name}] training performance dropped ({record['reason']}); reloading the head model "
+                     "and dividing the learning rate by 10")
         learning_rate /= 10
     success = attempts[-1]["improved"]
     result = {"kept": "finetuned" if success else "head", "attempts": attempts,
@@ -171,13 +176,13 @@ def finetune_model(config: Any, paths: Any, prepared: Any, x: np.ndarray, y: np.
     if success:
         import pandas as pd
 
-        saved = save_and_verify(model, paths.finetune_dir / "model.keras", prepared.normalizer.apply(x[:8]))
+        saved = save_and_verify(model, paths.model_file("finetune"), prepared.normalizer.apply(x[:8]))
         result.update(model=saved.name, model_sha256=file_sha256(saved))  # `evaluate` checks the file against it
         write_history(pd.DataFrame(attempts[-1]["history"]), paths.finetune_dir,
                       title=f"{config.name}: fine-tuning on train+val")
-        print(f"[{config.name}] fine-tuned model saved to {paths.finetune_dir / 'model.keras'}")
+        log.info(f"[{config.name}] fine-tuned model saved to {saved}")
     else:
-        print(f"[{config.name}] no fine-tuning attempt improved on the head model; keeping the head model "
-              f"({head_path})")
-    atomic_write_json(paths.finetune_dir / "lr_backoff.json", result)
+        log.info(f"[{config.name}] no fine-tuning attempt improved on the head model; keeping the head model "
+                 f"({head_path})")
+    write_lr_backoff(paths, result)
     return result

@@ -19,8 +19,8 @@ both the inner activation and the backbone output (recursively for deeper nestin
 from __future__ import annotations
 
 import math
-import textwrap
 import os
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any

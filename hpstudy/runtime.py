@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import random
@@ -11,6 +12,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["seed_everything", "configure_devices", "package_versions", "quiet_tensorflow", "resident_mib"]
+
+log = logging.getLogger("hpstudy")
 
 _VERSIONED = ("tensorflow", "keras", "keras-tuner", "numpy", "pandas", "scikit-learn", "matplotlib", "hpstudy")
 
@@ -55,7 +58,7 @@ def configure_devices(*, mixed_precision: bool = False, memory_growth: bool = Tr
         keras.mixed_precision.set_global_policy("mixed_float16")
     else:
         if mixed_precision:
-            print("note: mixed_precision requested but no GPU is visible; training stays in float32")
+            log.info("note: mixed_precision requested but no GPU is visible; training stays in float32")
         # the policy is process-wide: a study without mixed precision must not inherit an earlier one's
         keras.mixed_precision.set_global_policy("float32")
     return [gpu.name for gpu in gpus]

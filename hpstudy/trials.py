@@ -1,4 +1,4 @@
-"""Trials table: a pure function of the tuner directory, plus best-trial selection and boundary check.
+"""Trials table: a pure function of the tuner directory, and the best trial.
 
 Every trial directory ``tuner/trial_<id>/`` holds Keras Tuner's ``trial.json`` and, written by
 hpstudy when the trial ends, ``hpstudy_trial.json`` (timing, best epoch, metrics at the best epoch)
@@ -13,30 +13,18 @@ a fixed column order::
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from hpstudy._io import atomic_path
+from hpstudy._io import atomic_path, read_json
 from hpstudy.errors import StudyError
+from hpstudy.paths import TRIAL_FILE, TRIAL_META_FILE, StudyPaths
 
-__all__ = [
-    "TRIAL_META_FILE",
-    "HISTORY_FILE",
-    "BASE_COLUMNS",
-    "trials_frame",
-    "write_trials_csv",
-    "load_trials",
-    "best_trial",
-    "boundary_flags",
-]
+__all__ = ["BASE_COLUMNS", "trials_frame", "write_trials_csv", "load_trials", "best_trial", "completed_trials"]
 
-TRIAL_META_FILE = "hpstudy_trial.json"
-HISTORY_FILE = "history.csv"
 BASE_COLUMNS = ("trial_id", "status", "score", "best_epoch", "epochs_run", "seconds")
 # Which process ran the trial and its resident memory after the trial's cleanup (a leak climbs).
 _PROCESS_COLUMNS = ("pid", "rss_mib")
@@ -48,41 +36,11 @@ _HYPERBAND_KEYS = {
     "tuner/initial_epoch": "hb_initial_epoch",
     "tuner/trial_id": "hb_parent",
 }
-# Physical limits: a hyperparameter already at one of these cannot be extended past it.
-# Hyperparameters that only act when another one allows it (momentum for sgd only; the dense layers'
-# width and dropout only when there is a dense layer): a boundary flag on them is meaningless for trials
-# where they were inactive. Each entry: (the other hyperparameter, the test its value must pass).
-_ACTIVE_WHEN: dict[str, tuple[str, Any]] = {
-    "momentum": ("optimizer", lambda v: v == "sgd"),
-    "weight_decay": ("optimizer", lambda v: v == "adamw"),
-    "dense_units": ("n_dense", lambda v: v >= 1),
-    "dropout": ("n_dense", lambda v: v >= 1),
-}
-_HARD_LIMITS = {
-    "dropout": (0.0, 0.95),
-    "conv_dropout": (0.0, 0.95),
-    "momentum": (0.0, 0.999),
-    "n_blocks": (1, None),
-    "n_dense": (0, None),
-    "base_filters": (1, None),
-    "dense_units": (1, None),
-    "kernel_size": (1, None),
-    "batch_size": (1, None),
-}
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _trial_row(trial_dir: Path) -> dict[str, Any] | None:
-    trial = _read_json(trial_dir / "trial.json")
-    if trial is None:
+    trial = read_json(trial_dir / TRIAL_FILE, default=None)
+    if not isinstance(trial, dict):
         return None
-    meta = _read_json(trial_dir / TRIAL_META_FILE) or {}
+    meta = read_json(trial_dir / TRIAL_META_FILE, default=None) or {}
     values = trial.get("hyperparameters", {}).get("values", {})
     row: dict[str, Any] = {
         "trial_id": str(trial["trial_id"]),
@@ -165,7 +123,7 @@ def load_trials(study: str | Path) -> pd.DataFrame:
     """
     path = Path(study)
     if path.suffix != ".csv":
-        path = path / "trials.csv"
+        path = StudyPaths(path).trials_csv
     if not path.is_file():
         raise StudyError(f"no trials table at {path}: run `hpstudy search` first")
     try:
@@ -187,151 +145,13 @@ def best_trial(trials: pd.DataFrame, *, direction: str = "max") -> pd.Series:
     Raises:
         StudyError: when no trial completed with a score.
     """
-    done = trials[(trials["status"] == "COMPLETED") & trials["score"].notna()]
+    done = completed_trials(trials)
     if done.empty:
         raise StudyError("no completed trial with a score: the search has not produced a usable trial")
     ordered = done.sort_values(["score", "trial_id"], ascending=[direction == "min", True], kind="stable")
     return ordered.iloc[0]
 
 
-def _top_trials(trials: pd.DataFrame, direction: str, top_k: int) -> pd.DataFrame:
-    done = trials[(trials["status"] == "COMPLETED") & trials["score"].notna()]
-    return done.sort_values("score", ascending=direction == "min", kind="stable").head(top_k)
-
-
-def _position(param: Any, value: float) -> str | None:
-    """'low' or 'high' when ``value`` lies at or next to that end of the range, else None.
-
-    Being exactly at an end wins; otherwise "next to" is within 10 % of the range width (on the log
-    scale for log ranges), or one step for integers.
-    """
-    if param.type == "choice":
-        values = list(param.values)
-        if value not in values:
-            return None
-        index = values.index(value)
-        return "low" if index == 0 else "high" if index == len(values) - 1 else None
-    low, high = float(param.low), float(param.high)
-    if high <= low:
-        return None
-    if value <= low or value >= high:
-        return "low" if value <= low else "high"
-    if param.log:
-        low, high, value = math.log10(low), math.log10(high), math.log10(value)
-    margin = 0.1 * (high - low)
-    if param.type == "int" and not param.log:
-        margin = max(margin, float(param.step or 1))
-    if value <= low + margin:
-        return "low"
-    if value >= high - margin:
-        return "high"
-    return None
-
-
-def _suggestion(param: Any, side: str) -> tuple[float | None, str]:
-    """Suggested new limit for ``side`` and a sentence saying it (None when it cannot be extended).
-
-    Log ranges move one decade, linear ranges half their width (at least one step), ordered choices
-    one more value in their own progression (x2 for 8, 16, 32; +2 for 3, 5).
-    """
-    sign = -1 if side == "low" else 1
-    if param.type == "choice":
-        values = [float(v) for v in param.values]
-        end, neighbour = (values[0], values[1]) if side == "low" else (values[-1], values[-2])
-        new = end * end / neighbour if _is_geometric(values) else 2 * end - neighbour
-    else:
-        end = float(param.low if side == "low" else param.high)
-        if param.log:
-            new = end * 10.0 ** sign
-        else:
-            width = float(param.high) - float(param.low)
-            new = end + sign * max(width / 2, float(param.step or 0))
-    lo_hard, hi_hard = _HARD_LIMITS.get(param.name, (0.0, None))
-    if side == "low" and lo_hard is not None:
-        new = max(new, lo_hard)
-    if side == "high" and hi_hard is not None:
-        new = min(new, hi_hard)
-    if all(float(v).is_integer() for v in _numeric_values(param)) and param.type != "float":
-        new = float(math.floor(new) if side == "low" else math.ceil(new))
-    if new == end:
-        return None, f"already at its hard limit {end:g}; cannot be extended"
-    verb = "lower" if side == "low" else "raise"
-    return new, f"{verb} the {side} end from {end:g} to {new:g}"
-
-
-def _is_geometric(values: list[float]) -> bool:
-    """Values that grow by one whole factor (8, 16, 32): extend them by that factor, not by a step."""
-    if len(values) < 2 or any(v <= 0 for v in values):
-        return False
-    ratios = {values[i + 1] / values[i] for i in range(len(values) - 1)}
-    return len(ratios) == 1 and float(next(iter(ratios))).is_integer() and next(iter(ratios)) > 1
-
-
-def _numeric_values(param: Any) -> list[float]:
-    if param.type == "choice":
-        return [float(v) for v in param.values]
-    return [float(param.low), float(param.high)]
-
-
-def _active(trials: pd.DataFrame, name: str) -> pd.Series:
-    """Rows of the trials in which ``name`` had an effect."""
-    parent, test = _ACTIVE_WHEN.get(name, (None, None))
-    if parent is None or f"hp_{parent}" not in trials.columns:
-        return pd.Series(True, index=trials.index)
-    return trials[f"hp_{parent}"].map(lambda value: bool(pd.notna(value) and test(value)))
-
-
-def _is_boundary_candidate(param: Any) -> bool:
-    if param.type in ("float", "int"):
-        return True
-    return param.type == "choice" and bool(param.is_numeric) and len(param.values) >= 2
-
-
-def boundary_flags(trials: pd.DataFrame, space: Any, *, direction: str = "max",
-                   top_k: int = 3) -> list[dict[str, Any]]:
-    """Flag hyperparameters whose best values sit at or next to the end of their range.
-
-    A course rule: an optimum at the edge of the searched range means the range was too narrow.
-    For each numeric hyperparameter (and each ordered numeric choice) of the best trial, the value is
-    compared with the range on the log scale for log ranges; "next to" means within 10 % of the range
-    width (or one step for integers, or the first/last value of an ordered choice).
-
-    Args:
-        trials: the trials table.
-        space: the study's ``SearchSpace``.
-        direction: "max" or "min" for the score.
-        top_k: how many of the best trials are counted in ``trials_at_limit``.
-
-    Returns:
-        One dict per flagged hyperparameter: hyperparameter, side, limit, best_value,
-        trials_at_limit ("k/n" among the top trials), extendable, suggested_limit, suggestion.
-    """
-    top = _top_trials(trials, direction, top_k)
-    if top.empty:
-        return []
-    flags = []
-    for param in space.params:
-        column = f"hp_{param.name}"
-        if not _is_boundary_candidate(param) or column not in top.columns:
-            continue
-        top = _top_trials(trials[_active(trials, param.name)], direction, top_k)
-        if top.empty or pd.isna(top.iloc[0][column]):
-            continue
-        best_value = float(top.iloc[0][column])
-        side = _position(param, best_value)
-        if side is None:
-            continue
-        at_limit = sum(_position(param, float(v)) == side for v in top[column].dropna())
-        limit = _numeric_values(param)[0 if side == "low" else -1]
-        new, sentence = _suggestion(param, side)
-        flags.append({
-            "hyperparameter": param.name,
-            "side": side,
-            "limit": limit,
-            "best_value": best_value,
-            "trials_at_limit": f"{at_limit}/{len(top)}",
-            "extendable": new is not None,
-            "suggested_limit": new,
-            "suggestion": sentence,
-        })
-    return flags
+def completed_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """The rows of trials that completed with a score."""
+    return trials[(trials["status"] == "COMPLETED") & trials["score"].notna()]

@@ -14,9 +14,20 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpstudy.config import (FAMILY_HYPERPARAMETERS, EarlyStopping, HyperParam, OracleConfig, SearchSpace, StudyConfig,
-                            diff_configs, load_search_space, load_study, parse_search_space, parse_study)
-from hpstudy.data.settings import Augmentation
+from hpstudy.config import (
+    FAMILY_HYPERPARAMETERS,
+    EarlyStopping,
+    HyperParam,
+    OracleConfig,
+    SearchSpace,
+    StudyConfig,
+    diff_configs,
+    load_search_space,
+    load_study,
+    parse_search_space,
+    parse_study,
+)
+from hpstudy.config.settings import Augmentation
 from hpstudy.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from hpstudy.finalize import file_sha256
+from hpstudy._io import file_sha256
 from hpstudy.trials import trials_frame
 from tests.test_study import write_study
 
@@ -168,7 +168,7 @@ def test_killed_during_fine_tuning_keeps_the_final_model(sample_data: Path, tmp_
     backoff = json.loads((run_dir / "finetune" / "lr_backoff.json").read_text())
     assert backoff["kept"] in ("finetuned", "head") and backoff["attempts"]
     if backoff["kept"] == "finetuned":
-        from hpstudy.assess import model_path
+        from hpstudy.evaluate import model_path
         from hpstudy.paths import StudyPaths
 
         assert model_path(StudyPaths(run_dir), "finetune").is_file()

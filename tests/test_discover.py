@@ -20,7 +20,7 @@ from hpstudy.errors import DataError
 CLASSES = ("covid", "normal")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_png(value: int = 0) -> bytes:
     """A valid 4x4 grayscale PNG."""
     return bytes(tf.io.encode_png(np.full((4, 4, 1), value, dtype=np.uint8)).numpy())

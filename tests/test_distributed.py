@@ -19,15 +19,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hpstudy.distributed import (
-    WORKERS_DIR,
+from hpstudy.errors import ConfigError
+from hpstudy.paths import StudyPaths
+from hpstudy.search.distributed import (
     DistributedSettings,
     parse_address,
     release_worker,
     thread_split,
     worker_environment,
 )
-from hpstudy.errors import ConfigError
 from tests.test_study import write_study
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -106,7 +106,7 @@ def test_oracle_round_trips_over_grpc_with_the_installed_protobuf(tmp_path: Path
     import keras_tuner as kt
     from keras_tuner.src.distribute import oracle_client
 
-    from hpstudy.distributed._chief import _servicer, _start_server
+    from hpstudy.search.distributed._chief import _servicer, _start_server
 
     oracle = _oracle(tmp_path, max_trials=1)
     servicer = _servicer(oracle)
@@ -134,12 +134,13 @@ def test_oracle_round_trips_over_grpc_with_the_installed_protobuf(tmp_path: Path
 
 
 def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
-    from hpstudy.distributed._chief import _servicer, _start_server
     from hpstudy.errors import StudyError
+    from hpstudy.search.distributed._chief import _servicer, _start_server
 
     first, port = _start_server(_servicer(_oracle(tmp_path)), "127.0.0.1:0", threads=1)
     try:  # a second chief on the same port must not share it (gRPC's SO_REUSEPORT is turned off)
-        with pytest.raises(StudyError, match=f"cannot serve the oracle on --listen 127.0.0.1:{port}: the port is taken"):
+        taken = f"cannot serve the oracle on --listen 127.0.0.1:{port}: the port is taken"
+        with pytest.raises(StudyError, match=taken):
             _start_server(_servicer(_oracle(tmp_path)), f"127.0.0.1:{port}", threads=1)
     finally:
         first.stop(grace=None)
@@ -154,7 +155,7 @@ def _free_port() -> int:
 
 def _status(run_dir: Path) -> list[dict]:
     states = []
-    for path in sorted((run_dir / WORKERS_DIR).glob("*.json")):
+    for path in sorted(StudyPaths(run_dir).workers_dir.glob("*.json")):
         try:
             states.append(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError):
@@ -218,7 +219,7 @@ def test_chief_and_two_workers_finish_a_study_when_one_worker_is_killed_mid_tria
     assert re.search(r"chief: Keras Tuner oracle serving on 127\.0\.0\.1:\d+; 2 local worker\(s\), "
                      r"(\d+ CPU thread\(s\)|one GPU) each", output), output[:2000]
     rerun = f"running trial {killed_trial}"
-    assert (run_dir / WORKERS_DIR / f"{killed_id}.log").read_text().count(rerun) == 2, "not re-run by the same id"
+    assert StudyPaths(run_dir).worker_log(killed_id).read_text().count(rerun) == 2, "not re-run by the same id"
 
 
 @pytest.mark.slow
@@ -248,7 +249,7 @@ def test_hyperband_with_a_worker_joining_by_address_then_single_process_resume(s
     table = _check_table(run_dir, state["planned_trials"])
     assert {"hb_bracket", "hb_round", "hb_epochs"} <= set(table.columns)
     assert "remote-a: running trial" in worker_output and "ran " in worker_output
-    assert "running trial" in (run_dir / WORKERS_DIR / "worker0.log").read_text()
+    assert "running trial" in StudyPaths(run_dir).worker_log("worker0").read_text()
     resumed = subprocess.run([sys.executable, "-m", "hpstudy.cli", "search", str(study_yaml)], env=ENV,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0 and "already complete" in resumed.stdout, resumed.stdout + resumed.stderr
@@ -309,7 +310,7 @@ def test_a_worker_replaces_its_process_every_n_trials_without_the_chief_counting
     assert chief.returncode == 0, chief.stdout[-4000:] + chief.stderr[-4000:]
     table = _check_table(run_dir, 3)
     assert table["pid"].nunique() == 1, "exec keeps the worker's PID (the chief sees one worker)"
-    log = (run_dir / WORKERS_DIR / "worker0.log").read_text()
+    log = StudyPaths(run_dir).worker_log("worker0").read_text()
     assert log.count("a fresh process continues (trials_per_process=1)") == 3, log[-3000:]
     assert log.count("the chief has no trial left") == 1 and log.count(" start ") == 1, "no restart was counted"
     assert "restarting it" not in chief.stdout

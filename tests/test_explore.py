@@ -16,7 +16,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 from hpstudy.data.discover import discover  # noqa: E402
 from hpstudy.data.explore import (  # noqa: E402
-    explore, intensity_histograms, pixel_maps, pixel_stats, size_table,
+    explore,
+    intensity_histograms,
+    pixel_maps,
+    pixel_stats,
+    size_table,
 )
 from hpstudy.data.phantom import make_phantom  # noqa: E402
 from hpstudy.errors import ConfigError  # noqa: E402

@@ -21,10 +21,11 @@ import yaml
 
 from hpstudy import features as ft
 from hpstudy.config import FeatureCacheConfig, parse_search_space, parse_study
+from hpstudy.config.settings import Augmentation
 from hpstudy.data.pipeline import Normalizer
-from hpstudy.data.settings import Augmentation
 from hpstudy.errors import ConfigError, StudyError
-from hpstudy.hypermodels import build_head, copy_head_weights
+from hpstudy.models import build_head, copy_head_weights
+from hpstudy.models.resnet import HEAD_STEPS_PER_EXECUTION, HeadOnFeatures
 
 SHAPE = (32, 32, 1)
 AUGMENT = Augmentation(rotation=10.0, shift=0.1, zoom=0.1)
@@ -127,7 +128,7 @@ def test_full_model_predicts_what_the_head_predicts_on_cached_clean_features(tmp
     cache = _cache(tmp_path, normalizer=normalizer)
     found = cache.features(x, y, split="val", data="d", views=0)
     space = parse_search_space({"family": "resnet50v2_head", "hyperparameters": HEAD_SPACE}, source="t.yaml")
-    hypermodel = ft.HeadOnFeatures(space, input_shape=SHAPE, weights=cache.backbone.source, feature_dim=found.dim)
+    hypermodel = HeadOnFeatures(space, input_shape=SHAPE, weights=cache.backbone.source, feature_dim=found.dim)
     hp = kt.HyperParameters()
     head = hypermodel.build(hp)
     assert head.input_shape == (None, found.dim)
@@ -249,12 +250,12 @@ def test_cached_resnet_study_searches_finalizes_and_refuses_a_changed_cache(samp
 
 
 def test_jit_compile_and_mixed_precision_settings_reach_keras(capsys: pytest.CaptureFixture) -> None:
-    from hpstudy.hypermodels import build_hypermodel
+    from hpstudy.models import build_hypermodel
     from hpstudy.runtime import configure_devices
 
     space = parse_search_space({"family": "resnet50v2_head", "hyperparameters": HEAD_SPACE}, source="t.yaml")
-    head = ft.HeadOnFeatures(space, input_shape=SHAPE, weights="imagenet", jit_compile=True).build(kt.HyperParameters())
-    assert head.jit_compile is True and head.steps_per_execution == ft.HEAD_STEPS_PER_EXECUTION
+    head = HeadOnFeatures(space, input_shape=SHAPE, weights="imagenet", jit_compile=True).build(kt.HyperParameters())
+    assert head.jit_compile is True and head.steps_per_execution == HEAD_STEPS_PER_EXECUTION
     cnn_space = parse_search_space({"family": "baseline_cnn", "hyperparameters": {}}, source="t.yaml")
     cnn = build_hypermodel("baseline_cnn", cnn_space, input_shape=SHAPE, jit_compile=True).build(kt.HyperParameters())
     assert cnn.jit_compile is True and cnn.steps_per_execution == 1
@@ -269,7 +270,7 @@ def test_jit_compile_and_mixed_precision_settings_reach_keras(capsys: pytest.Cap
 
 def test_the_head_starts_from_the_same_weights_with_or_without_the_backbone(tmp_path: Path) -> None:
     space = parse_search_space({"family": "resnet50v2_head", "hyperparameters": HEAD_SPACE}, source="t.yaml")
-    hypermodel = ft.HeadOnFeatures(space, input_shape=SHAPE, weights="none")
+    hypermodel = HeadOnFeatures(space, input_shape=SHAPE, weights="none")
     keras.utils.set_random_seed(11)
     full = hypermodel.build_full(kt.HyperParameters())
     keras.utils.set_random_seed(11)

@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpstudy.assess import evaluate_study, gradcam_study, model_path
 from hpstudy.errors import EvaluationError, StudyError
+from hpstudy.evaluate import evaluate_study, model_path
+from hpstudy.explain import gradcam_study
 from hpstudy.finalize import final_epochs, finalize_study
-from hpstudy.ledger import read_ledger
 from hpstudy.paths import StudyPaths
+from hpstudy.records import read_ledger
 from hpstudy.study import run_study
 from tests.test_study import corrupt_test_split, write_study
 
@@ -104,9 +105,8 @@ def test_trained_cnn_points_at_phantom_lesions(tmp_path: Path) -> None:
     from hpstudy.data.discover import discover
     from hpstudy.data.phantom import lesion_boxes, make_phantom
     from hpstudy.data.pipeline import Normalizer, load_split, make_dataset
-    from hpstudy.finalize import hyperparameters_object
     from hpstudy.gradcam import heatmap, pointing_game
-    from hpstudy.hypermodels import build_hypermodel
+    from hpstudy.models import build_hypermodel, hyperparameters_object
 
     keras.utils.set_random_seed(0)
     root = make_phantom(tmp_path / "phantom", n_train=100, n_val=10, n_test=30, size=48, seed=1)

@@ -14,9 +14,8 @@ from hpstudy.config import parse_study
 from hpstudy.data.pipeline import Normalizer
 from hpstudy.data.prepare import PreparedData
 from hpstudy.errors import StudyError
-from hpstudy.finalize import hyperparameters_object
 from hpstudy.finetune import DropDetector, finetune_model, unfreeze
-from hpstudy.hypermodels import build_hypermodel
+from hpstudy.models import build_hypermodel, hyperparameters_object
 from hpstudy.paths import StudyPaths
 
 HEAD_SPACE = {"family": "resnet50v2_head", "hyperparameters": {

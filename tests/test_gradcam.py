@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from matplotlib import colormaps
 
 from hpstudy import gradcam as gc
-from hpstudy.evaluate import binary_metrics
+from hpstudy.metrics import binary_metrics
 
 L = keras.layers
 

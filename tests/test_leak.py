@@ -12,8 +12,15 @@ import pytest
 import tensorflow as tf
 
 from hpstudy.data.discover import DataSource, discover, read_image
-from hpstudy.data.leak import (DEFAULT_NEAR_THRESHOLD, LEAK_COLUMNS, LeakWarning, average_hash, check_leaks,
-                               find_leaks, perceptual_hash)
+from hpstudy.data.leak import (
+    DEFAULT_NEAR_THRESHOLD,
+    LEAK_COLUMNS,
+    LeakWarning,
+    average_hash,
+    check_leaks,
+    find_leaks,
+    perceptual_hash,
+)
 from hpstudy.errors import ConfigError, LeakError
 
 EXACT = ("train/covid/COVID-1031.png", "test/covid/planted_exact.png")

@@ -15,12 +15,18 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from hpstudy.config.settings import Augmentation  # noqa: E402
 from hpstudy.data import augment, pipeline  # noqa: E402
 from hpstudy.data.pipeline import (  # noqa: E402
-    Normalizer, class_weights, decode_image, load_images, load_split, make_augmenter, make_dataset,
+    Normalizer,
+    class_weights,
+    decode_image,
+    load_images,
+    load_split,
+    make_augmenter,
+    make_dataset,
     single_transforms,
 )
-from hpstudy.data.settings import Augmentation  # noqa: E402
 from hpstudy.errors import ConfigError, DataError  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "xray-sample"

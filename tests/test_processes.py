@@ -19,7 +19,8 @@ import pytest
 
 from hpstudy.config import load_study
 from hpstudy.errors import ConfigError, DataError, StudyError
-from hpstudy.study import run_here, run_study
+from hpstudy.search.session import run_here
+from hpstudy.study import run_study
 from tests.test_study import TINY_SPACE, write_study
 
 HYPERBAND = {"type": "hyperband", "max_epochs": 3, "factor": 3, "iterations": 1}  # 6 trials, continuations
@@ -91,7 +92,8 @@ def test_a_killed_child_is_a_study_error_and_the_same_call_resumes(sample_data: 
 def test_trials_per_process_is_checked() -> None:
     from hpstudy.config import parse_study
 
-    study = {"name": "x", "family": "baseline_cnn", "search_space": TINY_SPACE, "oracle": {"type": "random", "max_trials": 1, "epochs": 1}}
+    study = {"name": "x", "family": "baseline_cnn", "search_space": TINY_SPACE,
+             "oracle": {"type": "random", "max_trials": 1, "epochs": 1}}
     assert parse_study(study).trials_per_process == 0, "one process unless asked"
     assert parse_study(study, overrides=["trials_per_process=4"]).trials_per_process == 4
     with pytest.raises(ConfigError, match=r"trials_per_process: must be >= 0, but got -1"):

@@ -22,9 +22,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from hpstudy._io import format_duration
 from hpstudy.errors import StudyError
 from hpstudy.report import compare_oracles, compatibility_notes, load_run, study_curve, write_report
-from hpstudy.report.compare import format_duration, spearman
+from hpstudy.report.compare import spearman
 from hpstudy.report.document import format_cell
 
 # ---------------------------------------------------------------- fake study runs

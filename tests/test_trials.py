@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from hpstudy.boundary import boundary_flags
 from hpstudy.config import parse_search_space
 from hpstudy.errors import StudyError
-from hpstudy.trials import BASE_COLUMNS, best_trial, boundary_flags, load_trials, trials_frame, write_trials_csv
+from hpstudy.trials import BASE_COLUMNS, best_trial, load_trials, trials_frame, write_trials_csv
 
 SPACE = parse_search_space({
     "family": "baseline_cnn",

@@ -9,7 +9,8 @@ saying what was expected. Nothing here imports TensorFlow: validating a YAML fil
 YAML note: PyYAML reads ``1e-4`` (no dot) as a string; files are read with a loader that reads it as
 a float, and numeric strings are accepted (coerced) wherever a number is expected.
 
-The package: ``_values`` (constants, YAML loader, value readers), ``space`` (hyperparameters and search
+The package: ``_values`` (constants, YAML loader, value readers), ``settings`` (augmentation,
+normalization and leak-check settings the data pipeline reads too), ``space`` (hyperparameters and search
 spaces), ``sections`` (the parts of a study), ``study`` (``StudyConfig``, overrides, differences).
 Import from ``hpstudy.config``; the modules are an implementation detail.
 """
@@ -25,6 +26,7 @@ from hpstudy.config._values import (
     ORACLE_TYPES,
     POOLINGS,
     UNFREEZE_POLICIES,
+    WEIGHT_SUFFIXES,
 )
 from hpstudy.config.sections import (
     EarlyStopping,
@@ -34,13 +36,14 @@ from hpstudy.config.sections import (
     Objective,
     OracleConfig,
 )
+from hpstudy.config.settings import LEAK_SEVERITIES, NORMALIZATIONS, Augmentation
 from hpstudy.config.space import HyperParam, SearchSpace, load_search_space, parse_search_space
-from hpstudy.config.study import STUDY_KEYS, StudyConfig, diff_configs, load_study, parse_study
+from hpstudy.config.study import STUDY_KEYS, StudyConfig, diff_configs, load_study, parse_study, resolve_config
 
 __all__ = [
     "FAMILY_HYPERPARAMETERS", "FAMILIES", "HP_TYPES", "OPTIMIZER_NAMES", "POOLINGS", "ORACLE_TYPES", "METRICS",
-    "UNFREEZE_POLICIES", "STUDY_KEYS", "HyperParam", "SearchSpace", "load_search_space", "parse_search_space",
-    "OracleConfig", "Objective", "EarlyStopping", "FinalizeConfig", "FinetuneConfig", "FeatureCacheConfig",
-    "StudyConfig",
-    "load_study", "parse_study", "diff_configs",
+    "UNFREEZE_POLICIES", "WEIGHT_SUFFIXES", "LEAK_SEVERITIES", "NORMALIZATIONS", "Augmentation", "STUDY_KEYS",
+    "HyperParam", "SearchSpace", "load_search_space", "parse_search_space", "OracleConfig", "Objective",
+    "EarlyStopping", "FinalizeConfig", "FinetuneConfig", "FeatureCacheConfig", "StudyConfig", "load_study",
+    "parse_study", "diff_configs", "resolve_config",
 ]

@@ -1,6 +1,6 @@
 """Names shared by the configuration modules: families, constants, the YAML loader and value readers.
 
-Every reader takes an ``_At`` (file and key path) and raises a ``ConfigError`` that names both.
+Every reader takes an ``At`` (file and key path) and raises a ``ConfigError`` that names both.
 """
 
 from __future__ import annotations
@@ -32,17 +32,17 @@ ORACLE_TYPES = ("hyperband", "random", "bayesian")
 #: Metrics every model is compiled with; objectives and early stopping watch ``val_<metric>``.
 METRICS = ("loss", "accuracy", "auc", "precision", "recall")
 UNFREEZE_POLICIES = ("all", "top_blocks", "from_layer")
-_WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
-_NUMERIC = re.compile(r"^[-+]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][-+]?\d+)?$")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
+NUMERIC = re.compile(r"^[-+]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][-+]?\d+)?$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 # --------------------------------------------------------------------------- reading YAML and values
-class _Loader(yaml.SafeLoader):
+class YamlLoader(yaml.SafeLoader):
     """SafeLoader that reads ``1e-4`` as a float (as YAML 1.2 does) and refuses duplicate keys."""
 
 
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+def _construct_mapping(loader: YamlLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     loader.flatten_mapping(node)
     seen: set[Any] = set()
     for key_node, _ in node.value:
@@ -55,12 +55,12 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
     return loader.construct_mapping(node, deep=deep)
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float",
                               re.compile(r"^[-+]?\d[\d_]*(?:\.[\d_]*)?[eE][-+]?\d+$"), list("-+0123456789"))
 
 
-def _read_yaml(path: Path, what: str) -> Any:
+def read_yaml(path: Path, what: str) -> Any:
     """Parsed YAML of ``path``; a missing file or a syntax error is a ConfigError naming file and line."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -69,7 +69,7 @@ def _read_yaml(path: Path, what: str) -> Any:
     except OSError as exc:
         raise ConfigError(f"cannot read {what} file {path}: {exc}") from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -79,65 +79,65 @@ def _read_yaml(path: Path, what: str) -> Any:
 
 
 @dataclass(frozen=True)
-class _At:
+class At:
     """Where a value sits: the file and the dotted key path, for error messages."""
 
     source: str
     key: str = ""
 
-    def __truediv__(self, part: object) -> _At:
-        return _At(self.source, f"{self.key}.{part}" if self.key else str(part))
+    def __truediv__(self, part: object) -> At:
+        return At(self.source, f"{self.key}.{part}" if self.key else str(part))
 
     def error(self, message: str) -> ConfigError:
         return ConfigError(f"{self.source}: {self.key}: {message}" if self.key else f"{self.source}: {message}")
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _number(value: Any, at: _At) -> float:
+def number(value: Any, at: At) -> float:
     """A finite float; numeric strings such as ``"1e-4"`` are accepted."""
-    if isinstance(value, str) and _NUMERIC.match(value.strip()):
+    if isinstance(value, str) and NUMERIC.match(value.strip()):
         value = float(value.strip())
-    if not _is_number(value) or not math.isfinite(value):
+    if not is_number(value) or not math.isfinite(value):
         raise at.error(f"must be a finite number, but got {value!r}")
     return float(value)
 
 
-def _integer(value: Any, at: _At, *, minimum: int | None = None) -> int:
+def integer(value: Any, at: At, *, minimum: int | None = None) -> int:
     """A whole number (``3``, ``3.0`` or ``"3"``), at least ``minimum`` when given."""
     if isinstance(value, int) and not isinstance(value, bool):
-        number = value
+        whole = value
     else:
-        real = _number(value, at)
+        real = number(value, at)
         if not real.is_integer():
             raise at.error(f"must be a whole number, but got {value!r}")
-        number = int(real)
-    if minimum is not None and number < minimum:
+        whole = int(real)
+    if minimum is not None and whole < minimum:
         raise at.error(f"must be >= {minimum}, but got {value!r}")
-    return number
+    return whole
 
 
-def _boolean(value: Any, at: _At) -> bool:
+def boolean(value: Any, at: At) -> bool:
     if not isinstance(value, bool):
         raise at.error(f"must be true or false, but got {value!r}")
     return value
 
 
-def _one_of(value: Any, valid: Sequence[str], at: _At) -> str:
+def one_of(value: Any, valid: Sequence[str], at: At) -> str:
     if value not in valid:
         raise at.error(f"must be one of {', '.join(valid)}, but got {value!r}")
     return str(value)
 
 
-def _mapping(value: Any, at: _At, example: str) -> Mapping[str, Any]:
+def mapping(value: Any, at: At, example: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise at.error(f"must be a mapping such as {example}, but got {value!r}")
     return value
 
 
-def _check_keys(data: Mapping[str, Any], valid: Sequence[str], at: _At, what: str) -> None:
+def check_keys(data: Mapping[str, Any], valid: Sequence[str], at: At, what: str) -> None:
     """Refuse keys outside ``valid``, listing the valid ones (and a close match when there is one)."""
     for key in data:
         if key not in valid:
@@ -146,9 +146,9 @@ def _check_keys(data: Mapping[str, Any], valid: Sequence[str], at: _At, what: st
             raise (at / key).error(f"unknown key {key!r} in {what}{hint}; valid keys: {', '.join(valid)}")
 
 
-def _choice_value(value: Any, at: _At) -> Any:
+def choice_value(value: Any, at: At) -> Any:
     """A choice value: str, int, float or bool; numeric strings become numbers."""
-    if isinstance(value, str) and _NUMERIC.match(value.strip()):
+    if isinstance(value, str) and NUMERIC.match(value.strip()):
         text = value.strip()
         return int(text) if re.fullmatch(r"[-+]?\d+", text) else float(text)
     if isinstance(value, float) and not math.isfinite(value):

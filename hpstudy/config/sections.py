@@ -11,25 +11,25 @@ from pathlib import Path
 from typing import Any
 
 from hpstudy.config._values import (
-    _NUMERIC,
-    _WEIGHT_SUFFIXES,
     METRICS,
+    NUMERIC,
     ORACLE_TYPES,
     UNFREEZE_POLICIES,
-    _At,
-    _boolean,
-    _check_keys,
-    _integer,
-    _mapping,
-    _number,
-    _one_of,
+    WEIGHT_SUFFIXES,
+    At,
+    boolean,
+    check_keys,
+    integer,
+    mapping,
+    number,
+    one_of,
 )
+from hpstudy.config.settings import Augmentation
 from hpstudy.config.space import (
     SearchSpace,
     load_search_space,
     parse_search_space,
 )
-from hpstudy.data.settings import Augmentation
 from hpstudy.errors import ConfigError
 
 
@@ -52,11 +52,11 @@ class OracleConfig:
         return int((self.max_epochs if self.type == "hyperband" else self.epochs) or 1)
 
     def to_dict(self) -> dict[str, Any]:
-        keys = _ORACLE_KEYS[self.type]
+        keys = ORACLE_KEYS[self.type]
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
-_ORACLE_KEYS = {"hyperband": ("type", "max_epochs", "factor", "iterations"),
+ORACLE_KEYS = {"hyperband": ("type", "max_epochs", "factor", "iterations"),
                 "random": ("type", "max_trials", "epochs"),
                 "bayesian": ("type", "max_trials", "epochs", "num_initial_points")}
 
@@ -127,42 +127,42 @@ def _metric_mode(name: str) -> str:
     return "max" if any(part in name for part in ("auc", "acc", "precision", "recall", "f1")) else "min"
 
 
-def _metric(value: Any, at: _At) -> str:
+def _metric(value: Any, at: At) -> str:
     valid = [f"val_{m}" for m in METRICS]
     if not isinstance(value, str) or not value.startswith("val_"):
         raise at.error(f"must be a validation metric (val_<metric>), because it is measured on the validation "
                        f"split, the only split the search may look at; but got {value!r}; valid: {', '.join(valid)}")
-    return _one_of(value, valid, at)
+    return one_of(value, valid, at)
 
 
-def _section(value: Any, cls: type, readers: Mapping[str, Callable[[Any, _At], Any]], at: _At) -> Any:
+def read_section(value: Any, cls: type, readers: Mapping[str, Callable[[Any, At], Any]], at: At) -> Any:
     """A section dataclass from a mapping read key by key; missing/null means all defaults."""
     if value is None:
         return cls()
-    value = _mapping(value, at, "{" + ", ".join(f"{k}: ..." for k in list(readers)[:2]) + "}")
-    _check_keys(value, tuple(readers), at, at.key)
+    value = mapping(value, at, "{" + ", ".join(f"{k}: ..." for k in list(readers)[:2]) + "}")
+    check_keys(value, tuple(readers), at, at.key)
     return cls(**{k: readers[k](v, at / k) for k, v in value.items()})
 
 
-def _minimum(n: int) -> Callable[[Any, _At], int]:
-    return lambda value, at: _integer(value, at, minimum=n)
+def _minimum(n: int) -> Callable[[Any, At], int]:
+    return lambda value, at: integer(value, at, minimum=n)
 
 
-def _non_negative(value: Any, at: _At) -> float:
-    number = _number(value, at)
-    if number < 0:
+def _non_negative(value: Any, at: At) -> float:
+    result = number(value, at)
+    if result < 0:
         raise at.error(f"must be >= 0, but got {value!r}")
-    return number
+    return result
 
 
-def _positive(value: Any, at: _At) -> float:
-    number = _number(value, at)
-    if number <= 0:
+def _positive(value: Any, at: At) -> float:
+    result = number(value, at)
+    if result <= 0:
         raise at.error(f"must be > 0, but got {value!r}")
-    return number
+    return result
 
 
-def _optional_text(value: Any, at: _At) -> str | None:
+def optional_text(value: Any, at: At) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":
@@ -170,44 +170,44 @@ def _optional_text(value: Any, at: _At) -> str | None:
     return str(value)
 
 
-def _oracle(value: Any, at: _At) -> OracleConfig:
-    value = _mapping(value, at, "{type: hyperband, max_epochs: 30, factor: 3}")
-    kind = _one_of(value.get("type"), ORACLE_TYPES, at / "type")
-    _check_keys(value, _ORACLE_KEYS[kind], at, f"the {kind} oracle")
+def read_oracle(value: Any, at: At) -> OracleConfig:
+    value = mapping(value, at, "{type: hyperband, max_epochs: 30, factor: 3}")
+    kind = one_of(value.get("type"), ORACLE_TYPES, at / "type")
+    check_keys(value, ORACLE_KEYS[kind], at, f"the {kind} oracle")
     required = ("max_epochs",) if kind == "hyperband" else ("max_trials", "epochs")
     for key in required:
         if value.get(key) is None:
             raise (at / key).error(f"is required by the {kind} oracle (a whole number >= 1)")
     minimums = {"max_epochs": 1, "factor": 2, "iterations": 1, "max_trials": 1, "epochs": 1, "num_initial_points": 1}
-    settings = {k: _integer(v, at / k, minimum=minimums[k]) for k, v in value.items() if k != "type" and v is not None}
+    settings = {k: integer(v, at / k, minimum=minimums[k]) for k, v in value.items() if k != "type" and v is not None}
     return OracleConfig(type=kind, **settings)
 
 
-def _objective(value: Any, at: _At) -> Objective:
+def read_objective(value: Any, at: At) -> Objective:
     if isinstance(value, str):
         value = {"name": value}
     if value is None:
         return Objective()
-    value = _mapping(value, at, "{name: val_auc, direction: max}")
-    _check_keys(value, ("name", "direction"), at, "objective")
+    value = mapping(value, at, "{name: val_auc, direction: max}")
+    check_keys(value, ("name", "direction"), at, "objective")
     name = _metric(value.get("name", "val_auc"), at / "name")
     natural = _metric_mode(name)
-    direction = _one_of(value.get("direction", natural), ("max", "min"), at / "direction")
+    direction = one_of(value.get("direction", natural), ("max", "min"), at / "direction")
     if direction != natural:
         raise (at / "direction").error(f"{name} should be {'maximized' if natural == 'max' else 'minimized'}"
                                        f" (direction: {natural}), but got direction: {direction}")
     return Objective(name=name, direction=direction)
 
 
-_STOPPING = {"monitor": _metric, "patience": _minimum(0), "restore_best_weights": _boolean,
+STOPPING_READERS = {"monitor": _metric, "patience": _minimum(0), "restore_best_weights": boolean,
              "min_delta": _non_negative}
-_FINALIZE = {"scale_epochs": _boolean}
-_FINETUNE = {"unfreeze": lambda v, at: _one_of(v, UNFREEZE_POLICIES, at), "top_blocks": _minimum(1),
-             "from_layer": _optional_text, "learning_rate": _positive, "epochs": _minimum(1),
+FINALIZE_READERS = {"scale_epochs": boolean}
+FINETUNE_READERS = {"unfreeze": lambda v, at: one_of(v, UNFREEZE_POLICIES, at), "top_blocks": _minimum(1),
+             "from_layer": optional_text, "learning_rate": _positive, "epochs": _minimum(1),
              "drop_margin": _non_negative, "max_retries": _minimum(0)}
 
 
-def _feature_cache(value: Any, family: str, augmentation: Augmentation, at: _At) -> FeatureCacheConfig | None:
+def read_feature_cache(value: Any, family: str, augmentation: Augmentation, at: At) -> FeatureCacheConfig | None:
     """The resnet50v2_head cache settings (on by default); ``true``/``false`` switch it with default views."""
     if family != "resnet50v2_head":
         if value is not None:
@@ -216,7 +216,7 @@ def _feature_cache(value: Any, family: str, augmentation: Augmentation, at: _At)
         return None
     if isinstance(value, bool):
         return FeatureCacheConfig(enabled=value)
-    config = _section(value, FeatureCacheConfig, {"enabled": _boolean, "views": _minimum(0)}, at)
+    config = read_section(value, FeatureCacheConfig, {"enabled": boolean, "views": _minimum(0)}, at)
     if config.views > _MAX_VIEWS:
         raise (at / "views").error(f"must be <= {_MAX_VIEWS} (each view is one backbone pass over the training "
                                    f"images), but got {config.views}")
@@ -226,49 +226,49 @@ def _feature_cache(value: Any, family: str, augmentation: Augmentation, at: _At)
     return config
 
 
-def _finetune(value: Any, at: _At) -> FinetuneConfig:
-    config = _section(value, FinetuneConfig, _FINETUNE, at)
+def read_finetune(value: Any, at: At) -> FinetuneConfig:
+    config = read_section(value, FinetuneConfig, FINETUNE_READERS, at)
     if config.unfreeze == "from_layer" and not config.from_layer:
         raise (at / "from_layer").error("is required when unfreeze is from_layer (the first backbone layer "
                                         "to train, e.g. conv5_block1_preact_bn)")
     return config
 
 
-def _augmentation(value: Any, at: _At) -> Augmentation:
+def read_augmentation(value: Any, at: At) -> Augmentation:
     if value is True:
         return Augmentation()
     if isinstance(value, Mapping):
-        value = {k: float(v) if isinstance(v, str) and _NUMERIC.match(v.strip()) else v for k, v in value.items()}
+        value = {k: float(v) if isinstance(v, str) and NUMERIC.match(v.strip()) else v for k, v in value.items()}
     try:
         return Augmentation.from_mapping(value, where=at.key)
     except ConfigError as exc:
         raise ConfigError(f"{at.source}: {exc}") from None
 
 
-def _image_size(value: Any, at: _At) -> tuple[int, int]:
+def read_image_size(value: Any, at: At) -> tuple[int, int]:
     sides = [value, value] if not isinstance(value, (list, tuple)) else list(value)
     if len(sides) != 2:
         raise at.error(f"must be one size or [height, width], but got {value!r}")
-    size = tuple(_integer(s, at) for s in sides)
+    size = tuple(integer(s, at) for s in sides)
     if min(size) < 32:
         raise at.error(f"sides must be >= 32 px (ResNet50V2 and the CNN's pooling need them), but got {value!r}")
     return size  # type: ignore[return-value]
 
 
-def _abspath(path: str | Path, base: Path) -> Path:
+def abspath(path: str | Path, base: Path) -> Path:
     path = Path(path).expanduser()
     return Path(os.path.abspath(path if path.is_absolute() else base / path))
 
 
-def _path(value: Any, at: _At, base: Path) -> Path | None:
+def read_path(value: Any, at: At, base: Path) -> Path | None:
     if value is None:
         return None
     if not isinstance(value, (str, Path)) or str(value) == "":
         raise at.error(f"must be a path (folder or .zip) or null, but got {value!r}")
-    return _abspath(value, base)
+    return abspath(value, base)
 
 
-def _weights(value: Any, family: str, base: Path, at: _At) -> str:
+def read_weights(value: Any, family: str, base: Path, at: At) -> str:
     """``imagenet``, ``none`` or the absolute path of an existing weights file (resnet50v2_head only)."""
     if value is None or (isinstance(value, str) and value.lower() in ("none", "imagenet")):
         return "none" if value is None else value.lower()
@@ -277,21 +277,21 @@ def _weights(value: Any, family: str, base: Path, at: _At) -> str:
     if family != "resnet50v2_head":
         raise at.error(f"a weights file only applies to family resnet50v2_head (this study is {family}); "
                        f"use imagenet or none, but got {str(value)!r}")
-    path = _abspath(value, base)
-    if not str(path).endswith(_WEIGHT_SUFFIXES):
-        raise at.error(f"a weights file must end with {', '.join(_WEIGHT_SUFFIXES)}, but got {str(path)!r}")
+    path = abspath(value, base)
+    if not str(path).endswith(WEIGHT_SUFFIXES):
+        raise at.error(f"a weights file must end with {', '.join(WEIGHT_SUFFIXES)}, but got {str(path)!r}")
     if not path.is_file():
         raise at.error(f"weights file not found: {path}")
     return str(path)
 
 
-def _study_space(value: Any, family: str, base: Path, at: _At) -> tuple[SearchSpace, Path | None]:
+def read_study_space(value: Any, family: str, base: Path, at: At) -> tuple[SearchSpace, Path | None]:
     """The study's search space: a path relative to the study file, or an inline mapping."""
     if isinstance(value, Mapping):
         return parse_search_space(value, source=f"{at.source} (search_space)", family=family), None
     if not isinstance(value, (str, Path)) or str(value) == "":
         raise at.error(f"must be the path of a search-space YAML file, but got {value!r}")
-    path = _abspath(value, base)
+    path = abspath(value, base)
     if not path.is_file():
         raise at.error(f"search space file not found: {path}")
     try:

@@ -14,16 +14,16 @@ from hpstudy.config._values import (
     HP_TYPES,
     OPTIMIZER_NAMES,
     POOLINGS,
-    _At,
-    _boolean,
-    _check_keys,
-    _choice_value,
-    _integer,
-    _is_number,
-    _mapping,
-    _number,
-    _one_of,
-    _read_yaml,
+    At,
+    boolean,
+    check_keys,
+    choice_value,
+    integer,
+    is_number,
+    mapping,
+    number,
+    one_of,
+    read_yaml,
 )
 from hpstudy.errors import ConfigError
 
@@ -80,7 +80,7 @@ class HyperParam:
         """True for float/int ranges and for ordered choices of numbers."""
         if self.type in ("float", "int"):
             return True
-        return self.type == "choice" and self.ordered and all(_is_number(v) for v in self.values or ())
+        return self.type == "choice" and self.ordered and all(is_number(v) for v in self.values or ())
 
     def to_dict(self) -> dict[str, Any]:
         """The short form again (``parse`` of it gives an equal object)."""
@@ -100,7 +100,7 @@ class HyperParam:
 
 
 def _numeric_values(values: Sequence[Any]) -> bool:
-    return bool(values) and all(_is_number(v) for v in values)
+    return bool(values) and all(is_number(v) for v in values)
 
 
 def _param_problem(p: HyperParam) -> tuple[str, str] | None:
@@ -169,20 +169,20 @@ _PARAM_KEYS = {"float": _RANGE_KEYS, "int": _RANGE_KEYS, "choice": ("type", "val
                "bool": ("type", "default")}
 
 
-def _parse_param(name: str, spec: Any, at: _At) -> HyperParam:
+def _parse_param(name: str, spec: Any, at: At) -> HyperParam:
     """A ``HyperParam`` from its short-form mapping; strings are coerced where numbers are expected."""
-    spec = _mapping(spec, at, "{type: float, low: 0.0, high: 0.5}")
+    spec = mapping(spec, at, "{type: float, low: 0.0, high: 0.5}")
     kind = spec.get("type")
     if kind not in HP_TYPES:
         raise (at / "type").error(f"must be one of {', '.join(HP_TYPES)}, but got {kind!r}")
-    _check_keys(spec, _PARAM_KEYS[kind], at, f"a {kind} hyperparameter")
+    check_keys(spec, _PARAM_KEYS[kind], at, f"a {kind} hyperparameter")
     if kind == "bool":
         default = spec.get("default")
-        default = False if default is None else _boolean(default, at / "default")
+        default = False if default is None else boolean(default, at / "default")
         return _build(at, name=name, type="bool", default=default)
     if kind == "choice":
         return _parse_choice(name, spec, at)
-    read: Callable[[Any, _At], Any] = _number if kind == "float" else _integer
+    read: Callable[[Any, At], Any] = number if kind == "float" else integer
     for key in ("low", "high"):
         if spec.get(key) is None:
             raise (at / key).error(f"is required for a {kind} hyperparameter")
@@ -190,10 +190,10 @@ def _parse_param(name: str, spec: Any, at: _At) -> HyperParam:
     step = None if spec.get("step") is None else read(spec["step"], at / "step")
     default = low if spec.get("default") is None else read(spec["default"], at / "default")
     return _build(at, name=name, type=kind, low=low, high=high, step=step,
-                  log=_boolean(spec.get("log", False), at / "log"), default=default)
+                  log=boolean(spec.get("log", False), at / "log"), default=default)
 
 
-def _build(at: _At, **settings: Any) -> HyperParam:
+def _build(at: At, **settings: Any) -> HyperParam:
     """``HyperParam(**settings)`` with its validation error prefixed by the file name."""
     try:
         return HyperParam(**settings)
@@ -201,18 +201,18 @@ def _build(at: _At, **settings: Any) -> HyperParam:
         raise ConfigError(f"{at.source}: {exc}") from None
 
 
-def _parse_choice(name: str, spec: Mapping[str, Any], at: _At) -> HyperParam:
+def _parse_choice(name: str, spec: Mapping[str, Any], at: At) -> HyperParam:
     raw = spec.get("values")
     if not isinstance(raw, (list, tuple)) or not raw:
         raise (at / "values").error(f"must be a non-empty list such as [16, 32, 64], but got {raw!r}")
-    values = [_choice_value(v, at / "values") for v in raw]
-    if all(_is_number(v) for v in values) and any(isinstance(v, float) for v in values):
+    values = [choice_value(v, at / "values") for v in raw]
+    if all(is_number(v) for v in values) and any(isinstance(v, float) for v in values):
         values = [float(v) for v in values]  # [0.001, 1] is a choice of floats
-    default = values[0] if spec.get("default") is None else _choice_value(spec["default"], at / "default")
-    if _numeric_values(values) and isinstance(values[0], float) and _is_number(default):
+    default = values[0] if spec.get("default") is None else choice_value(spec["default"], at / "default")
+    if _numeric_values(values) and isinstance(values[0], float) and is_number(default):
         default = float(default)
     ordered = spec.get("ordered")
-    ordered = _numeric_values(values) if ordered is None else _boolean(ordered, at / "ordered")
+    ordered = _numeric_values(values) if ordered is None else boolean(ordered, at / "ordered")
     return _build(at, name=name, type="choice", values=tuple(values), default=default, ordered=ordered)
 
 
@@ -335,17 +335,17 @@ def parse_search_space(data: Mapping[str, Any], *, source: str = "<mapping>",
     Raises:
         ConfigError: naming ``source``, the key path and the bad value.
     """
-    at = _At(str(source))
-    data = _mapping(data, at, "{family: baseline_cnn, hyperparameters: {...}}")
-    _check_keys(data, ("family", "hyperparameters"), at, "a search space")
+    at = At(str(source))
+    data = mapping(data, at, "{family: baseline_cnn, hyperparameters: {...}}")
+    check_keys(data, ("family", "hyperparameters"), at, "a search space")
     found = data.get("family")
     if found is None:
         raise (at / "family").error(f"is required; valid families: {', '.join(FAMILIES)}")
-    _one_of(found, FAMILIES, at / "family")
+    one_of(found, FAMILIES, at / "family")
     if family is not None and found != family:
         raise (at / "family").error(f"this space is written for family {found!r}, but it is used for family {family!r}")
     hyperparameters = data.get("hyperparameters") or {}
-    hyperparameters = _mapping(hyperparameters, at / "hyperparameters", "{learning_rate: {type: float, ...}}")
+    hyperparameters = mapping(hyperparameters, at / "hyperparameters", "{learning_rate: {type: float, ...}}")
     params = [_parse_param(str(name), spec, at / "hyperparameters" / name) for name, spec in hyperparameters.items()]
     try:
         return SearchSpace(family=found, params=tuple(params),
@@ -357,7 +357,7 @@ def parse_search_space(data: Mapping[str, Any], *, source: str = "<mapping>",
 def load_search_space(path: str | Path, *, family: str | None = None) -> SearchSpace:
     """Read and validate a search-space YAML file (see ``parse_search_space``)."""
     path = Path(path)
-    data = _read_yaml(path, "search space")
+    data = read_yaml(path, "search space")
     if data is None:
         raise ConfigError(f"{path}: the file is empty; expected family and hyperparameters")
     return parse_search_space(data, source=str(path), family=family)

@@ -13,45 +13,45 @@ from typing import Any
 import yaml
 
 from hpstudy.config._values import (
-    _SAFE_NAME,
     FAMILIES,
-    _At,
-    _boolean,
-    _check_keys,
-    _integer,
-    _Loader,
-    _mapping,
-    _one_of,
-    _read_yaml,
+    SAFE_NAME,
+    At,
+    YamlLoader,
+    boolean,
+    check_keys,
+    integer,
+    mapping,
+    one_of,
+    read_yaml,
 )
 from hpstudy.config.sections import (
-    _FINALIZE,
-    _FINETUNE,
-    _ORACLE_KEYS,
-    _STOPPING,
+    FINALIZE_READERS,
+    FINETUNE_READERS,
+    ORACLE_KEYS,
+    STOPPING_READERS,
     EarlyStopping,
     FeatureCacheConfig,
     FinalizeConfig,
     FinetuneConfig,
     Objective,
     OracleConfig,
-    _abspath,
-    _augmentation,
-    _feature_cache,
-    _finetune,
-    _image_size,
-    _objective,
-    _optional_text,
-    _oracle,
-    _path,
-    _section,
-    _study_space,
-    _weights,
+    abspath,
+    optional_text,
+    read_augmentation,
+    read_feature_cache,
+    read_finetune,
+    read_image_size,
+    read_objective,
+    read_oracle,
+    read_path,
+    read_section,
+    read_study_space,
+    read_weights,
 )
+from hpstudy.config.settings import LEAK_SEVERITIES, NORMALIZATIONS, Augmentation
 from hpstudy.config.space import (
     SearchSpace,
 )
-from hpstudy.data.settings import LEAK_SEVERITIES, NORMALIZATIONS, Augmentation
 from hpstudy.errors import ConfigError
 
 
@@ -113,7 +113,7 @@ class StudyConfig:
 
     def with_data(self, data: str | Path) -> StudyConfig:
         """A copy reading ``data`` (relative paths resolve against the current directory)."""
-        return replace(self, data=_abspath(data, Path.cwd()))
+        return replace(self, data=abspath(data, Path.cwd()))
 
 
 STUDY_KEYS = ("name", "data", "family", "search_space", "oracle", "objective", "early_stopping", "seed",
@@ -122,14 +122,14 @@ STUDY_KEYS = ("name", "data", "family", "search_space", "oracle", "objective", "
               "mixed_precision", "jit_compile", "trials_per_process", "finalize", "finetune", "feature_cache")
 _BOOL_KEYS = ("class_weights", "deterministic", "tensorboard", "keep_checkpoints", "mixed_precision", "jit_compile")
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "oracle": tuple(dict.fromkeys(k for keys in _ORACLE_KEYS.values() for k in keys)),
-    "objective": ("name", "direction"), "early_stopping": tuple(_STOPPING), "finalize": tuple(_FINALIZE),
-    "finetune": tuple(_FINETUNE), "augmentation": tuple(f.name for f in fields(Augmentation)),
+    "oracle": tuple(dict.fromkeys(k for keys in ORACLE_KEYS.values() for k in keys)),
+    "objective": ("name", "direction"), "early_stopping": tuple(STOPPING_READERS), "finalize": tuple(FINALIZE_READERS),
+    "finetune": tuple(FINETUNE_READERS), "augmentation": tuple(f.name for f in fields(Augmentation)),
     "feature_cache": ("enabled", "views"),
 }
 
 
-def _override_items(overrides: Sequence[str] | Mapping[str, Any], at: _At) -> list[tuple[str, Any, str]]:
+def _override_items(overrides: Sequence[str] | Mapping[str, Any], at: At) -> list[tuple[str, Any, str]]:
     """``KEY=VALUE`` strings (values read as YAML) or a mapping, as (dotted key, value, text) triples."""
     if isinstance(overrides, Mapping):
         return [(str(k), v, f"{k}={v!r}") for k, v in overrides.items()]
@@ -139,14 +139,14 @@ def _override_items(overrides: Sequence[str] | Mapping[str, Any], at: _At) -> li
         if not sep or not key.strip():
             raise at.error(f"override {text!r} must look like KEY=VALUE, e.g. oracle.max_trials=5")
         try:
-            value = yaml.load(raw, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+            value = yaml.load(raw, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
         except yaml.YAMLError as exc:
             raise at.error(f"override {text!r}: the value is not valid YAML ({exc})") from None
         items.append((key.strip(), value, str(text)))
     return items
 
 
-def _apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str] | Mapping[str, Any], at: _At) -> dict:
+def _apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str] | Mapping[str, Any], at: At) -> dict:
     """A copy of ``raw`` with dotted-key overrides applied; unknown keys list the valid ones."""
     result = copy.deepcopy(dict(raw))
     for key, value, text in _override_items(overrides, at):
@@ -184,49 +184,50 @@ def parse_study(data: Mapping[str, Any], *, source: Path | None = None, data_pat
     Raises:
         ConfigError: naming the file, the key path and the bad value.
     """
-    at = _At(str(source) if source is not None else "<mapping>")
-    raw = _apply_overrides(_mapping(data, at, "{name: ..., family: ..., search_space: ..., oracle: ...}"),
+    at = At(str(source) if source is not None else "<mapping>")
+    raw = _apply_overrides(mapping(data, at, "{name: ..., family: ..., search_space: ..., oracle: ...}"),
                            overrides, at)
-    _check_keys(raw, STUDY_KEYS, at, "a study")
+    check_keys(raw, STUDY_KEYS, at, "a study")
     base = Path(source).parent if source is not None else Path.cwd()
     for key in ("name", "family", "search_space", "oracle"):
         if raw.get(key) is None:
             raise (at / key).error("is required")
     name = raw["name"]
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or name in (".", ".."):
         raise (at / "name").error(f"must be a safe folder name (letters, digits, _ . -), but got {name!r}")
-    family = _one_of(raw["family"], FAMILIES, at / "family")
-    space, space_path = _study_space(raw["search_space"], family, base, at / "search_space")
-    weights = _weights(raw.get("weights", "imagenet" if family == "resnet50v2_head" else "none"), family, base,
+    family = one_of(raw["family"], FAMILIES, at / "family")
+    space, space_path = read_study_space(raw["search_space"], family, base, at / "search_space")
+    weights = read_weights(raw.get("weights", "imagenet" if family == "resnet50v2_head" else "none"), family, base,
                        at / "weights")
     pretrained = family == "resnet50v2_head" and weights != "none"
-    normalization = _one_of(raw.get("normalization", "fixed" if pretrained else "dataset"), NORMALIZATIONS,
+    normalization = one_of(raw.get("normalization", "fixed" if pretrained else "dataset"), NORMALIZATIONS,
                             at / "normalization")
     if pretrained and normalization != "fixed":
         raise (at / "normalization").error(
             f"must be fixed with pretrained ResNet50V2 weights ({weights}): the backbone expects pixels scaled "
             f"as in ImageNet training, not standardized; but got {normalization!r}")
-    augmentation = _augmentation(raw.get("augmentation", True), at / "augmentation")
+    augmentation = read_augmentation(raw.get("augmentation", True), at / "augmentation")
     return StudyConfig(
-        name=name, source=_abspath(source, Path.cwd()) if source is not None else None,
-        data=_abspath(data_path, Path.cwd()) if data_path is not None else _path(raw.get("data"), at / "data", base),
+        name=name, source=abspath(source, Path.cwd()) if source is not None else None,
+        data=abspath(data_path, Path.cwd()) if data_path is not None else read_path(raw.get("data"), at / "data", base),
         family=family, search_space=space, search_space_path=space_path,
-        oracle=_oracle(raw["oracle"], at / "oracle"),
-        objective=_objective(raw.get("objective"), at / "objective"),
-        early_stopping=_section(raw.get("early_stopping"), EarlyStopping, _STOPPING, at / "early_stopping"),
-        seed=_integer(raw.get("seed", 42), at / "seed", minimum=0),
-        image_size=_image_size(raw.get("image_size", 224 if family == "resnet50v2_head" else 128), at / "image_size"),
+        oracle=read_oracle(raw["oracle"], at / "oracle"),
+        objective=read_objective(raw.get("objective"), at / "objective"),
+        early_stopping=read_section(raw.get("early_stopping"), EarlyStopping, STOPPING_READERS, at / "early_stopping"),
+        seed=integer(raw.get("seed", 42), at / "seed", minimum=0),
+        image_size=read_image_size(raw.get("image_size", 224 if family == "resnet50v2_head" else 128),
+                                   at / "image_size"),
         normalization=normalization,
         augmentation=augmentation,
-        executions_per_trial=_integer(raw.get("executions_per_trial", 1), at / "executions_per_trial", minimum=1),
+        executions_per_trial=integer(raw.get("executions_per_trial", 1), at / "executions_per_trial", minimum=1),
         weights=weights,
-        positive_class=_optional_text(raw.get("positive_class"), at / "positive_class"),
-        leak_check=_one_of(raw.get("leak_check", "warn"), LEAK_SEVERITIES, at / "leak_check"),
-        finalize=_section(raw.get("finalize"), FinalizeConfig, _FINALIZE, at / "finalize"),
-        finetune=_finetune(raw.get("finetune"), at / "finetune"),
-        feature_cache=_feature_cache(raw.get("feature_cache"), family, augmentation, at / "feature_cache"),
-        trials_per_process=_integer(raw.get("trials_per_process", 0), at / "trials_per_process", minimum=0),
-        **{key: _boolean(raw.get(key, False), at / key) for key in _BOOL_KEYS},
+        positive_class=optional_text(raw.get("positive_class"), at / "positive_class"),
+        leak_check=one_of(raw.get("leak_check", "warn"), LEAK_SEVERITIES, at / "leak_check"),
+        finalize=read_section(raw.get("finalize"), FinalizeConfig, FINALIZE_READERS, at / "finalize"),
+        finetune=read_finetune(raw.get("finetune"), at / "finetune"),
+        feature_cache=read_feature_cache(raw.get("feature_cache"), family, augmentation, at / "feature_cache"),
+        trials_per_process=integer(raw.get("trials_per_process", 0), at / "trials_per_process", minimum=0),
+        **{key: boolean(raw.get(key, False), at / key) for key in _BOOL_KEYS},
     )
 
 
@@ -234,10 +235,24 @@ def load_study(path: str | Path, *, data: str | Path | None = None,
                overrides: Sequence[str] | Mapping[str, Any] = ()) -> StudyConfig:
     """Read and validate a study YAML file (see ``parse_study``); ``data`` replaces the YAML's data."""
     path = Path(path)
-    raw = _read_yaml(path, "study")
+    raw = read_yaml(path, "study")
     if raw is None:
         raise ConfigError(f"{path}: the file is empty; expected a study definition (name, family, ...)")
     return parse_study(raw, source=path, data_path=data, overrides=overrides)
+
+
+def resolve_config(config: StudyConfig | str | Path, *, data: str | Path | None = None,
+                   overrides: Sequence[str] | Mapping[str, Any] = ()) -> StudyConfig:
+    """A ``StudyConfig`` from an object or a YAML path, with ``--data`` and overrides applied.
+
+    Raises:
+        ConfigError: a bad YAML file, or overrides given with a ``StudyConfig`` object.
+    """
+    if isinstance(config, StudyConfig):
+        if overrides:
+            raise ConfigError("overrides apply to a YAML path; change the StudyConfig object instead")
+        return config.with_data(data) if data is not None else config
+    return load_study(config, data=data, overrides=overrides)
 
 
 # --------------------------------------------------------------------------- differences

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import tensorflow as tf
 
-from hpstudy.data.settings import Augmentation
+from hpstudy.config.settings import Augmentation
 
 __all__ = ["make_augmenter", "single_transforms"]
 

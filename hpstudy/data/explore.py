@@ -1,12 +1,13 @@
-"""Task 1, data exploration: counts, image sizes and channels, samples, pixel statistics,
-normalization and augmentation, written as figures, ``stats.csv``/``stats.json`` and ``summary.md``.
+"""Task 1, data exploration: counts, image sizes and channels, samples, pixel statistics, normalization and
+augmentation, written as figures, ``stats.csv``/``stats.json`` and ``summary.md``.
 
 Every statistic is computed by a pure function (``size_table``, ``channel_table``, ``pixel_stats``,
 ``pixel_maps``, ``intensity_histograms``, ``normalization_check``: ``explore_stats``) and drawn by a
-separate one (``explore_figures``); this module runs them and writes the files. Pixel statistics use the pipeline's own decoding (grayscale, resized, 0..255), so they describe
-exactly what a model sees. The normalizer is fitted on the training split only and applied to
-validation images, as in training. Nothing here trains or selects anything; the test split is only
-described (counts, sizes, pixel statistics), never used to fit a statistic.
+separate one (``explore_figures``); this module runs them and writes the files. Pixel statistics use the
+pipeline's own decoding (grayscale, resized, 0..255), so they describe exactly what a model sees. The
+normalizer is fitted on the training split only and applied to validation images, as in training. Nothing
+here trains or selects anything; the test split is only described (counts, sizes, pixel statistics), never
+used to fit a statistic.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from hpstudy._io import atomic_write_json, atomic_write_text
+from hpstudy.config.settings import LEAK_SEVERITIES, Augmentation
 from hpstudy.data.discover import SPLITS, DataSource, ImageRecord, discover
 from hpstudy.data.explore_figures import (
     pick_samples,
@@ -43,7 +45,6 @@ from hpstudy.data.explore_stats import (
     size_table,
 )
 from hpstudy.data.leak import LEAK_COLUMNS, check_leaks
-from hpstudy.data.settings import LEAK_SEVERITIES, Augmentation
 from hpstudy.errors import ConfigError
 
 __all__ = ["ExploreResult", "SHOWCASE_AUGMENTATION", "explore", "image_headers", "size_table", "channel_table",

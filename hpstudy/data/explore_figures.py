@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from hpstudy._io import atomic_path
+from hpstudy.config.settings import Augmentation
 from hpstudy.data.discover import SPLITS, DataSource, ImageRecord
-from hpstudy.data.explore_stats import _BINS, size_table
-from hpstudy.data.settings import Augmentation
+from hpstudy.data.explore_stats import BINS, size_table
 
 _DPI = 110
 
@@ -167,7 +167,7 @@ def plot_normalization(norm: Mapping[str, Any], path: Path) -> Path:
                                                        (after, "Normalized value (x - mean_train) / std_train", 0.0)]):
             ax = fig.add_subplot(2, 2, 3 + col)
             # float64: numpy cannot split a float32 range of a few ulps (near-constant images) into bins
-            ax.hist(values.ravel().astype(np.float64), bins=_BINS, density=True, color="C0" if col == 0 else "C1",
+            ax.hist(values.ravel().astype(np.float64), bins=BINS, density=True, color="C0" if col == 0 else "C1",
                     label="before" if col == 0 else "after")
             ax.axvline(centre, color="k", linestyle="--", label="train mean")
             ax.set(xlabel=label, ylabel="Density", title="Histogram " + ("before" if col == 0 else "after"))

@@ -14,7 +14,7 @@ import pandas as pd
 from hpstudy.data.discover import ImageRecord, read_image
 
 STATS_COLUMNS = ["split", "class_name", "n", "mean", "std", "min", "max"]
-_BINS = 64
+BINS = 64
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PIL_MODES = {"L": "gray", "I": "gray", "LA": "gray+alpha", "P": "palette", "RGB": "RGB", "RGBA": "RGBA"}
 _PNG_COLOR = {0: ("gray", 1), 2: ("RGB", 3), 3: ("palette", 3), 4: ("gray+alpha", 2), 6: ("RGBA", 4)}
@@ -107,7 +107,7 @@ def pixel_maps(x: np.ndarray, y: np.ndarray, *, names: Mapping[int, str]) -> dic
 
 
 def intensity_histograms(x: np.ndarray, y: np.ndarray, *, names: Mapping[int, str],
-                         bins: int = _BINS) -> dict[str, np.ndarray]:
+                         bins: int = BINS) -> dict[str, np.ndarray]:
     """Intensity densities on 0..255: ``{"edges": (bins+1,), "all": (bins,), <class>: (bins,)}``."""
     edges = np.linspace(0.0, 255.0, bins + 1)
     result = {"edges": edges, "all": np.histogram(x, bins=edges, density=True)[0]}

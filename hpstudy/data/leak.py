@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from hpstudy._io import atomic_write_text
+from hpstudy.config.settings import LEAK_SEVERITIES
 from hpstudy.data.discover import SPLITS, DataSource, ImageRecord, file_sha1, read_image
-from hpstudy.data.settings import LEAK_SEVERITIES
 from hpstudy.errors import ConfigError, LeakError
 
 __all__ = ["LEAK_COLUMNS", "DEFAULT_NEAR_THRESHOLD", "LeakWarning", "perceptual_hash", "average_hash",

@@ -6,7 +6,7 @@ Training datasets are built from that array: shuffled indices, one ``gather`` pe
 augmentation of the whole batch (``hpstudy.data.augment``), normalization, optional repeat to 3
 channels, prefetch. No Python runs per image after decoding.
 
-Methodology rules enforced here (``DESIGN.md``): normalization statistics are fitted on the
+Methodology rules enforced here (``docs/architecture.md``): normalization statistics are fitted on the
 training split only (``Normalizer.fit`` takes nothing else), and augmentation is applied to
 training batches only (``make_dataset`` refuses it for evaluation), before normalization.
 """
@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from hpstudy._io import atomic_path, atomic_write_json
+from hpstudy.config.settings import NORMALIZATIONS, Augmentation
 from hpstudy.data.augment import make_augmenter, single_transforms
-from hpstudy.data.settings import NORMALIZATIONS, Augmentation
 from hpstudy.errors import ConfigError, DataError, HpstudyError
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from hpstudy.data.leak import check_leaks
 from hpstudy.data.pipeline import Normalizer, load_split
 from hpstudy.errors import DataError, StudyError
 
-__all__ = ["PreparedData", "prepare_data", "load_data_stats"]
+__all__ = ["PreparedData", "prepare_data", "load_data_stats", "resolve_source", "ordered_class_names"]
 
 TRAINING_SPLITS = ("train", "val")
 
@@ -96,3 +96,10 @@ def load_data_stats(path: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not a valid data statistics file: {exc}") from exc
     return stats
+
+
+def ordered_class_names(stats: dict[str, Any]) -> list[str]:
+    """Class names ordered (negative, positive) for the binary label 0/1 of a ``data_stats.json``."""
+    positive = stats["positive_class"]
+    negatives = [c for c in stats["class_names"] if c != positive]
+    return [" / ".join(negatives), positive]

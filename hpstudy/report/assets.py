@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from hpstudy._io import atomic_write_bytes
+from hpstudy._io import read_json as _read_json
 
 __all__ = ["Assets", "read_json", "read_csv", "caption_from_name"]
 
@@ -34,11 +34,8 @@ class Assets:
 
 
 def read_json(path: Path) -> Any:
-    """Parsed JSON, or None when the file is missing or unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+    """Parsed JSON, or None when the file is missing or unreadable (a report shows what exists)."""
+    return _read_json(path, default=None)
 
 
 def read_csv(path: Path) -> pd.DataFrame | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ def write_report(studies: Sequence[Any], *, out_dir: str | Path, explore_dir: st
         sections.append(study_section(run, own, Path(explore_dir) if explore_dir is not None else None))
         assets.append(own)
     title = title or _title(runs)
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     intro = _intro(runs)
     html_path = atomic_write_text(out / "report.html", render_html(title=title, generated=generated, intro=intro,
                                                                    sections=sections))

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["StudyCurve", "HpRelation", "ComparisonData", "compare_oracles", "study_curve", "spearman",
-           "format_duration"]
+from hpstudy._io import format_duration
+
+__all__ = ["StudyCurve", "HpRelation", "ComparisonData", "compare_oracles", "study_curve", "spearman"]
 
 _DONE = ("COMPLETED", "FAILED", "INVALID")
 _MAX_CATEGORIES = 8
@@ -100,18 +101,6 @@ class ComparisonData:
 
 def _or_never(value: float | None) -> float | str:
     return "never" if value is None else value
-
-
-def format_duration(seconds: float | None) -> str:
-    """``"1h02m"``, ``"3m05s"``, ``"42s"``; ``"never"`` for None."""
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return "never"
-    total = int(round(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _check_direction(direction: str) -> None:

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import pandas as pd
 
@@ -50,7 +50,7 @@ class Figure:
     caption: str
 
 
-Block = Union[Para, Note, Table, Figure]
+Block = Para | Note | Table | Figure
 
 
 @dataclass
@@ -60,14 +60,14 @@ class Section:
     title: str
     anchor: str
     blocks: list[Block] = field(default_factory=list)
-    children: list["Section"] = field(default_factory=list)
+    children: list[Section] = field(default_factory=list)
 
-    def add(self, *blocks: Block) -> "Section":
+    def add(self, *blocks: Block) -> Section:
         """Append blocks; returns the section for chaining."""
         self.blocks.extend(blocks)
         return self
 
-    def walk(self) -> list["Section"]:
+    def walk(self) -> list[Section]:
         """This section and all its descendants, in document order."""
         return [self, *(s for child in self.children for s in child.walk())]
 

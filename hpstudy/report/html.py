@@ -63,9 +63,9 @@ window.addEventListener("load", function () {
   }).map(function (section) { return section.id; });
   var result = {images: images.length, broken_images: broken, sections: sections.length,
                 empty_sections: empty, ok: broken.length === 0 && empty.length === 0};
-  document.getElementById("%s").textContent = JSON.stringify(result);
+  document.getElementById("__CHECK_ID__").textContent = JSON.stringify(result);
 });
-""" % CHECK_ELEMENT_ID
+""".replace("__CHECK_ID__", CHECK_ELEMENT_ID)
 
 
 def render_html(*, title: str, generated: str, intro: Sequence[Block], sections: Sequence[Section]) -> str:

@@ -7,7 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from hpstudy.ledger import read_ledger
+from hpstudy.paths import CURVES_FILE, MODELS
+from hpstudy.records import ledger_entries, read_lr_backoff, read_metrics
 from hpstudy.report.assets import Assets, read_json
 from hpstudy.report.document import Block, Figure, Note, Para, Section, Table
 from hpstudy.report.runs import StudyRun
@@ -16,7 +17,6 @@ from hpstudy.report.search_sections import key_value_table
 __all__ = ["final_section", "test_section"]
 
 _TRANSFER_FAMILY = "resnet50v2_head"
-_MODEL_ORDER = ("final", "finetune")
 _EVAL_FIGURES = (("confusion_matrix.png", "Confusion matrix on the test split"),
                  ("roc.png", "ROC curve on the test split"),
                  ("samples.png", "Test images with their predictions"))
@@ -37,7 +37,7 @@ def _figure_or_note(assets: Assets, source: Path, name: str, caption: str, missi
 def final_section(run: StudyRun, anchor: str, assets: Assets) -> Section:
     """The model retrained on train+val (``final/``) and the fine-tuning record (``finetune/``)."""
     section = Section("Final model", anchor)
-    if not isinstance(read_json(run.paths.final_dir / "best_config.json"), dict):
+    if not isinstance(read_json(run.paths.best_config), dict):
         return section.add(Note(f"Not finalized yet: run `hpstudy finalize {run.command_target}` (it writes "
                                 "final/best_config.json, model.keras and curves.png"
                                 + (", then fine-tunes the backbone)." if run.family == _TRANSFER_FAMILY else ").")))
@@ -49,15 +49,16 @@ def final_section(run: StudyRun, anchor: str, assets: Assets) -> Section:
 
 def _final(run: StudyRun, anchor: str, assets: Assets) -> Section:
     section = Section("Final training on train+val", anchor)
-    record = read_json(run.paths.final_dir / "best_config.json")
+    record = read_json(run.paths.best_config)
     scaled = " (best epoch scaled by the data ratio)" if record.get("scaled_by_data_ratio") else ""
     section.add(Para(f"Trial {record.get('trial_id')} ({record.get('objective', run.objective)}="
                      f"{_number(record.get('score'))}, best epoch {record.get('best_epoch')}) retrained for "
-                     f"{record.get('epochs')} epochs{scaled} on {record.get('train_val_images', '?')} train+val images; "
+                     f"{record.get('epochs')} epochs{scaled} on {record.get('train_val_images', '?')} "
+                     "train+val images; "
                      f"normalization fitted on {record.get('normalizer_fitted_on', 'train')}."),
                 Table(key_value_table(record.get("hyperparameters") or {}, key="hyperparameter"),
                       caption="Hyperparameters of the final model"))
-    section.add(_figure_or_note(assets, run.paths.final_dir / "curves.png", "final_curves.png",
+    section.add(_figure_or_note(assets, run.paths.final_dir / CURVES_FILE, "final_curves.png",
                                 "Training curves of the final model (train+val, no validation data)",
                                 f"No final/curves.png in `{run.paths.final_dir}`: run `hpstudy finalize "
                                 f"{run.command_target}` again to redraw it."))
@@ -66,8 +67,8 @@ def _final(run: StudyRun, anchor: str, assets: Assets) -> Section:
 
 def _finetune(run: StudyRun, anchor: str, assets: Assets) -> Section:
     section = Section("Fine-tuning with learning-rate back-off", anchor)
-    record = read_json(run.paths.finetune_dir / "lr_backoff.json")
-    if not isinstance(record, dict):
+    record = read_lr_backoff(run.paths)
+    if record is None:
         if run.family not in (None, _TRANSFER_FAMILY):
             return section.add(Para(f"Not applicable: fine-tuning applies to the transfer-learning family "
                                     f"({_TRANSFER_FAMILY}); this study's family is {run.family}."))
@@ -83,7 +84,7 @@ def _finetune(run: StudyRun, anchor: str, assets: Assets) -> Section:
                           caption="Fine-tuning attempts (learning rate divided by 10 after each failure)"))
     missing = ("No finetune/curves.png: no attempt improved, so no fine-tuned model was saved."
                if kept != "finetuned" else f"No finetune/curves.png in `{run.paths.finetune_dir}`.")
-    section.add(_figure_or_note(assets, run.paths.finetune_dir / "curves.png", "finetune_curves.png",
+    section.add(_figure_or_note(assets, run.paths.finetune_dir / CURVES_FILE, "finetune_curves.png",
                                 "Training curves of the kept fine-tuning attempt", missing))
     return section
 
@@ -95,9 +96,7 @@ def _number(value: Any) -> str:
 # ---------------------------------------------------------------- Task 4
 
 def _evaluated_models(run: StudyRun) -> list[str]:
-    folder = run.paths.evaluation_dir
-    names = [p.parent.name for p in folder.glob("*/metrics.json")] if folder.is_dir() else []
-    return sorted(names, key=lambda n: (_MODEL_ORDER.index(n) if n in _MODEL_ORDER else len(_MODEL_ORDER), n))
+    return [name for name in MODELS if run.paths.metrics_json(name).is_file()]
 
 
 def test_section(run: StudyRun, anchor: str, assets: Assets) -> Section:
@@ -105,7 +104,7 @@ def test_section(run: StudyRun, anchor: str, assets: Assets) -> Section:
     section = Section("Task 4 — Test evaluation and explanation", anchor)
     models = _evaluated_models(run)
     if not models:
-        first = "" if (run.paths.final_dir / "best_config.json").exists() else \
+        first = "" if run.paths.best_config.exists() else \
             f"run `hpstudy finalize {run.command_target}`, then "
         section.add(Note(f"Not evaluated yet: {first}run `hpstudy evaluate {run.command_target} --model final` "
                          "(the test split is used once per model)."))
@@ -127,8 +126,8 @@ def _metrics_table(result: dict[str, Any]) -> pd.DataFrame:
 
 def _model(run: StudyRun, name: str, anchor: str, assets: Assets) -> Section:
     section = Section(f"Model: {name}", anchor)
-    folder = run.paths.evaluation_dir / name
-    result = read_json(folder / "metrics.json") or {}
+    folder = run.paths.evaluation_of(name)
+    result = read_metrics(run.paths, name) or {}
     forced = " This evaluation was forced (a repeat; see the ledger)." if result.get("forced") else ""
     section.add(Para(f"{result.get('n_test', '?')} test images, threshold {result.get('threshold', 0.5)}; "
                      f"{result.get('leaks_across_all_splits', '?')} leak(s) across all splits.{forced}"),
@@ -142,11 +141,11 @@ def _model(run: StudyRun, name: str, anchor: str, assets: Assets) -> Section:
 
 
 def _gradcam_blocks(run: StudyRun, name: str, folder: Path, assets: Assets) -> list[Block]:
-    present = [(g, text) for g, text in _GROUPS if (folder / f"gradcam_{g}.png").is_file()]
+    present = [(g, text) for g, text in _GROUPS if run.paths.gradcam_figure(name, g).is_file()]
     if not present:
         return [Note(f"No Grad-CAM figures for the {name} model yet: run "
                      f"`hpstudy gradcam {run.command_target} --model {name}`.")]
-    blocks: list[Block] = [Figure(assets.copy(folder / f"gradcam_{g}.png", f"{name}_gradcam_{g}.png"),
+    blocks: list[Block] = [Figure(assets.copy(run.paths.gradcam_figure(name, g), f"{name}_gradcam_{g}.png"),
                                   f"Grad-CAM of {text} ({name} model)") for g, text in present]
     absent = [text for g, text in _GROUPS if (g, text) not in present]
     if absent:
@@ -157,8 +156,8 @@ def _gradcam_blocks(run: StudyRun, name: str, folder: Path, assets: Assets) -> l
 
 def _ledger(run: StudyRun, anchor: str) -> Section:
     section = Section("Test ledger", anchor)
-    path = run.paths.evaluation_dir / "test_ledger.jsonl"
-    entries = read_ledger(path)
+    path = run.paths.ledger
+    entries = ledger_entries(run.paths)
     if not entries:
         return section.add(Note(f"The test ledger `{path}` is empty or missing: the test split has not been read."))
     frame = pd.DataFrame(entries)

@@ -7,7 +7,6 @@ inside a run directory, or by a ``StudyConfig`` object.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import yaml
 
 from hpstudy.errors import StudyError
 from hpstudy.paths import StudyPaths
+from hpstudy.records import read_state
 from hpstudy.trials import load_trials
 
 __all__ = ["StudyRun", "load_run", "compatibility_notes"]
@@ -86,12 +86,12 @@ def _resolve(study: Any) -> tuple[Path, Path | None]:
         return Path(study.study_dir), None
     path = Path(study)
     if path.is_dir():
-        if not ((path / "study.yaml").exists() or (path / "trials.csv").exists()):
+        if not (StudyPaths(path).frozen_config.exists() or StudyPaths(path).trials_csv.exists()):
             raise StudyError(f"{path} is not a study run directory (no study.yaml or trials.csv in it)")
         return path, _sibling_yaml(path)
     if not path.is_file():
         raise StudyError(f"no study at {path}: give a study YAML file or a study run directory")
-    if path.name == "study.yaml" and _is_frozen_document(path):
+    if path.name == StudyPaths(path.parent).frozen_config.name and _is_frozen_document(path):
         return path.parent, _sibling_yaml(path.parent)
     from hpstudy.config import load_study
 
@@ -108,16 +108,6 @@ def _read_frozen(paths: StudyPaths) -> dict[str, Any]:
     return document if isinstance(document, dict) else {}
 
 
-def _read_state(paths: StudyPaths) -> dict[str, Any]:
-    """``study.json`` as ``hpstudy.study.read_state`` gives it (read here to keep reports free of the
-    training stack); empty when missing or unreadable."""
-    try:
-        state = json.loads(paths.state.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
 def load_run(study: Any) -> StudyRun:
     """Read the frozen configuration, state and trials table of one study.
 
@@ -132,7 +122,7 @@ def load_run(study: Any) -> StudyRun:
         trials: pd.DataFrame | None = load_trials(root)
     except StudyError:
         trials = None
-    run = StudyRun(paths=paths, name=str(name), frozen=frozen, state=_read_state(paths), trials=trials,
+    run = StudyRun(paths=paths, name=str(name), frozen=frozen, state=read_state(paths, strict=False), trials=trials,
                    source=source)
     if not frozen:
         run.notes.append(f"No frozen configuration at {paths.frozen_config}: the study has not been run yet.")

@@ -12,12 +12,12 @@ from typing import Any
 
 import pandas as pd
 
+from hpstudy._io import format_duration
 from hpstudy.report.assets import Assets, caption_from_name, read_csv
-from hpstudy.report.compare import compare_oracles, format_duration
+from hpstudy.report.compare import compare_oracles
 from hpstudy.report.document import Block, Figure, Note, Para, Section, Table
 from hpstudy.report.figures import plot_best_so_far, plot_hyperparameters, plot_learning_curves
 from hpstudy.report.runs import StudyRun
-from hpstudy.trials import HISTORY_FILE
 
 __all__ = ["data_section", "search_section", "key_value_table"]
 
@@ -57,7 +57,8 @@ def data_section(run: StudyRun, anchor: str, assets: Assets, explore_dir: Path |
             section.add(*_explore_table(csv))
     else:
         data = run.config.get("data") or "DATA"
-        section.add(Note(f"No data exploration outputs found in `{folder}`: run `hpstudy explore {data} --out {folder}` "
+        section.add(Note(f"No data exploration outputs found in `{folder}`: run "
+                         f"`hpstudy explore {data} --out {folder}` "
                          "(or pass the exploration folder to the report)."))
     section.add(*_leak_blocks(run))
     return section
@@ -101,7 +102,8 @@ def _leak_blocks(run: StudyRun) -> list[Block]:
     if leaks.empty:
         return [Para("Leak check: no image appears in more than one of the training splits (train, val).")]
     return [Note(f"Leak check: {len(leaks)} image pair(s) appear in more than one split; see "
-                 f"`{run.paths.leaks_csv}`."), Table(leaks.head(_MAX_EXPLORE_ROWS), caption="Images found in several splits")]
+                 f"`{run.paths.leaks_csv}`."),
+            Table(leaks.head(_MAX_EXPLORE_ROWS), caption="Images found in several splits")]
 
 
 # ---------------------------------------------------------------- Tasks 2 and 3
@@ -169,7 +171,8 @@ def _top_trials(run: StudyRun, anchor: str) -> Section:
     failed = trials[trials["status"].isin(["FAILED", "INVALID"])]
     if not failed.empty:
         columns = [c for c in ("trial_id", "status", "message") if c in failed.columns]
-        section.add(Table(failed[columns], caption=f"{len(failed)} failed trial(s) (their time still counts as budget)"))
+        section.add(Table(failed[columns],
+                          caption=f"{len(failed)} failed trial(s) (their time still counts as budget)"))
     return section
 
 
@@ -193,7 +196,7 @@ def _best_curves(run: StudyRun, anchor: str, assets: Assets) -> Section:
     if done.empty:
         return section.add(Note("No completed trial yet, so there are no learning curves of a best trial."))
     best = done.iloc[0]
-    history_path = run.paths.trial_dir(str(best["trial_id"])) / HISTORY_FILE
+    history_path = run.paths.trial_history(str(best["trial_id"]))
     history = read_csv(history_path)
     if history is None or history.empty:
         return section.add(Note(f"No training history for the best trial {best['trial_id']} (`{history_path}` is "

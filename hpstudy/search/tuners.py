@@ -10,12 +10,11 @@ until its bracket completes; the other oracles never reuse one).
 from __future__ import annotations
 
 import gc
-import json
+import logging
 import os
 import shutil
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,36 +22,21 @@ import keras
 import keras_tuner as kt
 import pandas as pd
 
-from hpstudy._io import atomic_path, atomic_write_json
+from hpstudy import _kt_compat as compat
+from hpstudy._io import atomic_path, atomic_write_json, read_json
+from hpstudy.models.training import history_frame
+from hpstudy.paths import HISTORY_FILE, TRIAL_META_FILE
 from hpstudy.runtime import resident_mib
-from hpstudy.trials import HISTORY_FILE, TRIAL_META_FILE
 
-__all__ = ["TUNERS", "make_tuner", "trial_seed", "history_frame", "make_keras_tuner_writes_atomic",
-           "repair_reloaded_oracle"]
+__all__ = ["TUNERS", "make_tuner", "trial_seed", "repair_reloaded_oracle", "planned_trials", "planned_epochs"]
+
+log = logging.getLogger("hpstudy")
 
 
 def trial_seed(base_seed: int, trial_id: str) -> int:
     """Seed of one trial: the same trial gets the same seed when it is re-run after a crash."""
     digits = "".join(ch for ch in str(trial_id) if ch.isdigit()) or "0"
     return (int(base_seed) * 1_000_003 + int(digits)) % (2**31 - 1)
-
-
-def history_frame(histories: list[Any]) -> pd.DataFrame:
-    """Per-epoch metrics averaged over executions; ``epoch`` is 1-based and absolute.
-
-    For a Hyperband continuation the epochs continue from the parent trial's, so the best epoch
-    is the total number of epochs the model had been trained for.
-    """
-    frames = []
-    for history in histories:
-        if not hasattr(history, "history") or not history.history:
-            continue
-        frame = pd.DataFrame(history.history)
-        frame.insert(0, "epoch", [e + 1 for e in history.epoch])
-        frames.append(frame)
-    if not frames:
-        return pd.DataFrame(columns=["epoch"])
-    return pd.concat(frames).groupby("epoch", as_index=False).mean()
 
 
 def _best_row(history: pd.DataFrame, objective: kt.Objective) -> pd.Series | None:
@@ -66,15 +50,19 @@ class _TrialLimitReached(Exception):
     """Raised before a new trial is asked for once this process has run its share (``trial_limit``)."""
 
 
-class _StudyTunerMixin:
-    """Bookkeeping shared by every oracle's tuner; see the module docstring."""
+class _StudyTunerMixin(compat.TunerHooks):
+    """Bookkeeping shared by every oracle's tuner; see the module docstring.
+
+    ``on_trial_done(tuner, trial)`` is called after every trial's cleanup (the progress line); a
+    distributed chief calls it for the trials its workers end.
+    """
 
     def __init__(self, *args: Any, base_seed: int = 0, keep_checkpoints: bool = False,
                  on_trial_done: Callable[[Any, Any], None] | None = None, trial_limit: int | None = None,
                  **kwargs: Any) -> None:
         self._base_seed = base_seed
         self._keep_checkpoints = keep_checkpoints
-        self._on_trial_done = on_trial_done
+        self.on_trial_done = on_trial_done
         self.trial_limit = trial_limit
         self.trials_run_here = 0
         self.paused = False  # the search stopped at trial_limit, not at the end of the budget
@@ -130,31 +118,26 @@ class _StudyTunerMixin:
     def on_trial_end(self, trial: Any) -> None:
         super().on_trial_end(trial)
         self.trials_run_here += 1
-        if not self._keep_checkpoints and not self._is_worker():  # a worker cannot see the brackets: the chief drops
-            self._drop_unneeded_checkpoints()
+        if not self._keep_checkpoints and not compat.is_worker(self):  # a worker cannot see the brackets:
+            self.drop_unneeded_checkpoints()  # the chief drops them
         keras.backend.clear_session()
         gc.collect()
         self._record_memory(trial)
-        if self._on_trial_done is not None:
-            self._on_trial_done(self, trial)
+        if self.on_trial_done is not None:
+            self.on_trial_done(self, trial)
 
     def _record_memory(self, trial: Any) -> None:
         """The process's resident memory after the trial's cleanup: a leak shows as a climb over trials."""
         path = Path(self.get_trial_dir(trial.trial_id)) / TRIAL_META_FILE
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # a failed trial writes no metadata
+        meta = read_json(path, default=None)
+        if not isinstance(meta, dict):  # a failed trial writes no metadata
             return
         meta["rss_mib"] = resident_mib()
         atomic_write_json(path, meta)
 
-    def _needed_checkpoints(self) -> set[str]:
-        """Trial ids whose checkpoint a later trial may still load (Hyperband's open brackets)."""
-        brackets = getattr(self.oracle, "_brackets", None) or []
-        return {info["id"] for bracket in brackets for round_ in bracket["rounds"] for info in round_}
-
-    def _drop_unneeded_checkpoints(self) -> None:
-        needed = self._needed_checkpoints()
+    def drop_unneeded_checkpoints(self) -> None:
+        """Delete the checkpoints no later trial can load (only Hyperband's open brackets need them)."""
+        needed = compat.open_bracket_trials(self.oracle)
         ongoing = {t.trial_id for t in getattr(self.oracle, "ongoing_trials", {}).values()}
         for trial_id in self.oracle.trials:
             if trial_id in needed or trial_id in ongoing:
@@ -162,23 +145,9 @@ class _StudyTunerMixin:
             for path in Path(self.get_trial_dir(trial_id)).glob("checkpoint*"):
                 path.unlink(missing_ok=True)
 
-    def _configure_tensorboard_dir(self, callbacks: list[Any], trial: Any, execution: int = 0) -> None:
-        # Keras Tuner imports tensorboard in every trial, but TensorFlow >= 2.20 no longer installs it:
-        # only go there when a TensorBoard callback was asked for.
-        if any(cb.__class__.__name__ == "TensorBoard" for cb in callbacks):
-            super()._configure_tensorboard_dir(callbacks, trial, execution)
-
 
 class HyperbandTuner(_StudyTunerMixin, kt.Hyperband):
     """Keras Tuner's Hyperband with hpstudy's bookkeeping."""
-
-    def _build_hypermodel(self, hp: Any) -> Any:
-        # A continuation loads its parent's weights into a model whose optimizer has not been built
-        # yet; Keras warns that it skips the optimizer state. That is Keras Tuner's design (the
-        # optimizer restarts), so the warning is expected noise here.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            return super()._build_hypermodel(hp)
 
 
 class RandomSearchTuner(_StudyTunerMixin, kt.RandomSearch):
@@ -236,7 +205,7 @@ def make_tuner(config: Any, hypermodel: kt.HyperModel, *, directory: Path, overw
         **oracle_kwargs(config.oracle),
     )
     _apply_budget(tuner.oracle, config.oracle)
-    if not tuner._is_worker():
+    if not compat.is_worker(tuner):
         repair_reloaded_oracle(tuner)
     return tuner
 
@@ -276,31 +245,20 @@ def repair_reloaded_oracle(tuner: kt.Tuner) -> list[str]:
         del oracle.trials[trial_id]
         shutil.rmtree(tuner.get_trial_dir(trial_id), ignore_errors=True)
         notes.append(f"trial {trial_id} was created but not recorded when the last run stopped: created again")
-    for trial_id in [t for t in oracle._retry_queue if t not in oracle.end_order]:
-        if oracle.trials[trial_id].status in ("COMPLETED", "FAILED"):
-            oracle._retry_queue.remove(trial_id)
-            oracle.end_order.append(trial_id)
-            oracle._run_times[trial_id] += 1
-            notes.append(f"trial {trial_id} had ended when the last run stopped: its result is kept")
+    for trial_id in compat.reconcile_reloaded(oracle):
+        notes.append(f"trial {trial_id} had ended when the last run stopped: its result is kept")
     if notes:
         oracle.save()
-        print("\n".join(f"note: {note}" for note in notes))
+        for note in notes:
+            log.info("note: %s", note)
     return notes
-
-
-def _hyperband_rounds(oracle: Any) -> Iterator[tuple[int, int]]:
-    """(trials, epochs each trains) of every round of every bracket in one Hyperband iteration."""
-    for bracket in range(oracle._get_num_brackets()):
-        for round_ in range(oracle._get_num_rounds(bracket)):
-            previous = oracle._get_epochs(bracket, round_ - 1) if round_ else 0
-            yield oracle._get_size(bracket, round_), oracle._get_epochs(bracket, round_) - previous
 
 
 def planned_trials(tuner: kt.Tuner) -> int | None:
     """Total trials the oracle will create (Hyperband: every round of every bracket), if known."""
     oracle = tuner.oracle
     if isinstance(oracle, kt.oracles.HyperbandOracle):
-        return int(sum(size for size, _ in _hyperband_rounds(oracle)) * oracle.hyperband_iterations)
+        return int(sum(size for size, _ in compat.hyperband_rounds(oracle)) * oracle.hyperband_iterations)
     return oracle.max_trials
 
 
@@ -308,28 +266,5 @@ def planned_epochs(tuner: kt.Tuner, trial_epochs: int) -> int | None:
     """Upper bound of the epochs the whole search trains (early stopping only lowers it)."""
     oracle = tuner.oracle
     if isinstance(oracle, kt.oracles.HyperbandOracle):
-        return int(sum(size * epochs for size, epochs in _hyperband_rounds(oracle)) * oracle.hyperband_iterations)
+        return int(sum(size * epochs for size, epochs in compat.hyperband_rounds(oracle)) * oracle.hyperband_iterations)
     return oracle.max_trials * trial_epochs if oracle.max_trials else None
-
-
-def make_keras_tuner_writes_atomic() -> None:
-    """Make Keras Tuner's own JSON state files (oracle.json, trial.json) crash-safe.
-
-    Keras Tuner writes them in place; a process killed mid-write would leave a truncated file that
-    stops the study from resuming. Its writer is swapped for a temp-file-and-rename one.
-    """
-    from keras_tuner.src import utils as kt_utils
-
-    if getattr(kt_utils.save_json, "_hpstudy_atomic", False):
-        return
-
-    def save_json(path: str, obj: Any) -> str:
-        import json
-
-        text = json.dumps(obj)
-        with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-        return text
-
-    save_json._hpstudy_atomic = True  # type: ignore[attr-defined]
-    kt_utils.save_json = save_json

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -14,21 +15,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpstudy.distributed._common import (
+from hpstudy import _kt_compat as compat
+from hpstudy._io import read_json, utc_now
+from hpstudy.config import StudyConfig
+from hpstudy.errors import ConfigError, StudyError
+from hpstudy.paths import StudyPaths
+from hpstudy.records import update_state
+from hpstudy.search.distributed._common import (
     HEARTBEAT_SECONDS,
     WORKER_ERROR,
-    WORKERS_DIR,
     DistributedSettings,
     available_cpus,
     gpu_ids,
-    now,
     parse_address,
     require_grpc,
     thread_split,
     worker_environment,
 )
-from hpstudy.errors import ConfigError, StudyError
-from hpstudy.paths import StudyPaths
+from hpstudy.search.session import StudyOutcome, build_tuner, conclude, prepare
+
+log = logging.getLogger("hpstudy")
 
 _POLL_SECONDS = 0.5
 
@@ -44,7 +50,7 @@ def _locked(func: Callable[..., Any], oracle: Any, *args: Any) -> Any:
 def _snapshot(oracle: Any) -> dict[str, Any]:
     return {"ended": list(oracle.end_order),
             "ongoing": {tuner_id: trial.trial_id for tuner_id, trial in oracle.ongoing_trials.items()},
-            "tuner_ids": set(oracle.tuner_ids), "retry": list(oracle._retry_queue)}
+            "tuner_ids": set(oracle.tuner_ids), "retry": compat.retry_queue(oracle)}
 
 
 def _release(oracle: Any, tuner_id: str) -> str | None:
@@ -52,7 +58,7 @@ def _release(oracle: Any, tuner_id: str) -> str | None:
     oracle.tuner_ids.discard(tuner_id)
     if trial is None:
         return None
-    oracle._retry_queue.append(trial.trial_id)
+    compat.requeue(oracle, trial.trial_id)
     oracle.save()
     return trial.trial_id
 
@@ -70,51 +76,48 @@ def _hold(oracle: Any, tuner_id: str) -> bool:
     return False
 
 
+class _Fatal:
+    """A 'too many consecutive failed trials' error kept from a worker's EndTrial for the chief to raise."""
+
+    error: Exception | None = None
+
+
 def _servicer(oracle: Any) -> Any:
     """Keras Tuner's ``OracleServicer`` with two changes for crash safety.
 
     A worker the oracle would stop waits (IDLE) while other workers still run trials, so that a trial
     released by a dead worker finds a taker; and a 'too many consecutive failed trials' error is kept for
-    the chief to raise instead of failing the worker's request.
+    the chief to raise (``servicer.fatal``) instead of failing the worker's request.
     """
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute import oracle_chief
-    from keras_tuner.src.engine import trial as trial_module
+    fatal = _Fatal()
 
-    class Servicer(oracle_chief.OracleServicer):  # type: ignore[misc]
-        fatal: Exception | None = None
+    def on_create(servicer: Any, request: Any, trial: Any) -> Any:
+        if trial.status == "STOPPED":
+            if _locked(_hold, oracle, request.tuner_id):
+                return compat.idle_trial(oracle)
+            servicer.stop_triggered = True
+        return trial
 
-        def CreateTrial(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
-            trial = self.oracle.create_trial(request.tuner_id)
-            if trial.status == trial_module.TrialStatus.STOPPED:
-                if _locked(_hold, self.oracle, request.tuner_id):
-                    trial = trial_module.Trial(self.oracle.get_space(), status=trial_module.TrialStatus.IDLE)
-                else:
-                    self.stop_triggered = True
-            return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
+    def on_end_error(exc: Exception) -> bool:
+        if "consecutive" not in str(exc).lower():
+            return False
+        fatal.error = exc
+        return True
 
-        def EndTrial(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
-            try:
-                return super().EndTrial(request, context)
-            except RuntimeError as exc:
-                if "consecutive" not in str(exc).lower():
-                    raise
-                self.fatal = exc
-                return protos.get_service().EndTrialResponse()
-
-    return Servicer(oracle)
+    servicer = compat.oracle_servicer(oracle, on_create=on_create, on_end_error=on_end_error)
+    servicer.fatal_box = fatal
+    return servicer
 
 
 def _start_server(servicer: Any, listen: str, threads: int) -> tuple[Any, int]:
     from concurrent import futures
 
     import grpc
-    from keras_tuner.src import protos
 
     host, port = parse_address(listen, what="--listen")
     # SO_REUSEPORT (gRPC's default on Linux) would let a second chief share the port and split the workers
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=[("grpc.so_reuseport", 0)])
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    compat.grpc_services()[1].add_OracleServicer_to_server(servicer, server)
     try:
         bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     except RuntimeError:
@@ -188,8 +191,9 @@ class _Chief:
                     and not state["retry"])
 
     def _check(self, state: dict[str, Any]) -> None:
-        if self.servicer.fatal is not None:
-            raise StudyError(f"study '{self.config.name}' stopped: {self.servicer.fatal}\nSee the message column "
+        if self.servicer.fatal_box.error is not None:
+            raise StudyError(f"study '{self.config.name}' stopped: {self.servicer.fatal_box.error}\n"
+                             "See the message column "
                              f"of {self.paths.trials_csv} for each failed trial.")
         for worker in self.workers:
             self._check_worker(worker, state)
@@ -203,22 +207,22 @@ class _Chief:
                 continue
             self.reported.add(trial_id)
             self.tuner.trials_run_here += 1
-            if self.tuner._on_trial_done is not None:
-                self.tuner._on_trial_done(self.tuner, self.oracle.trials[trial_id])
+            if self.tuner.on_trial_done is not None:
+                self.tuner.on_trial_done(self.tuner, self.oracle.trials[trial_id])
             if not self.config.keep_checkpoints:
-                _locked(lambda _oracle: self.tuner._drop_unneeded_checkpoints(), self.oracle)
+                _locked(lambda _oracle: self.tuner.drop_unneeded_checkpoints(), self.oracle)
 
     # ---- local worker processes
     def _start(self, worker: _Worker) -> None:
         worker.starts += 1
         worker.finished = False
         worker.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(worker.log, "ab") as log:
-            worker.log_offset = log.tell()
-            log.write(f"--- {now()} start {worker.starts} of {worker.tuner_id}\n".encode())
-            log.flush()
-            worker.process = subprocess.Popen(worker.command, env=worker.env, stdout=log, stderr=subprocess.STDOUT,
-                                              stdin=subprocess.DEVNULL)
+        with open(worker.log, "ab") as output:
+            worker.log_offset = output.tell()
+            output.write(f"--- {utc_now()} start {worker.starts} of {worker.tuner_id}\n".encode())
+            output.flush()
+            worker.process = subprocess.Popen(worker.command, env=worker.env, stdout=output,
+                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def _check_worker(self, worker: _Worker, state: dict[str, Any]) -> None:
         if worker.process is None:
@@ -237,15 +241,14 @@ class _Chief:
         trial = state["ongoing"].get(worker.tuner_id)
         during = f" during trial {trial}" if trial else ""
         if worker.starts - 1 < self.settings.max_restarts:
-            print(f"[{self.config.name}] {worker.tuner_id} {worker.last_exit}{during}; restarting it "
-                  f"({worker.starts}/{self.settings.max_restarts})" + (" to re-run that trial" if trial else ""),
-                  flush=True)
+            log.info(f"[{self.config.name}] {worker.tuner_id} {worker.last_exit}{during}; restarting it "
+                  f"({worker.starts}/{self.settings.max_restarts})" + (" to re-run that trial" if trial else ""))
             self._start(worker)
             return
         worker.dead = True
         released = release_worker(self.oracle, worker.tuner_id)
-        print(f"[{self.config.name}] {worker.tuner_id} {worker.last_exit}{during}; no restart left (log: "
-              f"{worker.log})" + (f"; trial {released} goes back to the queue" if released else ""), flush=True)
+        log.info(f"[{self.config.name}] {worker.tuner_id} {worker.last_exit}{during}; no restart left (log: "
+              f"{worker.log})" + (f"; trial {released} goes back to the queue" if released else ""))
 
     def _stop_all(self) -> None:
         live = [w for w in self.workers if w.process is not None and w.process.poll() is None]
@@ -266,7 +269,7 @@ class _Chief:
         self.last_beat_check = now
         local = {w.tuner_id: w for w in self.workers}
         for tuner_id in set(state["ongoing"]) | state["tuner_ids"]:
-            beat = _read_beat(self.paths.root / WORKERS_DIR / f"{tuner_id}.json")
+            beat = _read_beat(self.paths.worker_heartbeat(tuner_id))
             seen = self.beats.get(tuner_id)
             if seen is None or seen[0] != beat:
                 self.beats[tuner_id] = (beat, now)
@@ -277,12 +280,12 @@ class _Chief:
     def _silent(self, tuner_id: str, worker: _Worker | None) -> None:
         quiet = f"no heartbeat from {tuner_id} for {self.settings.heartbeat_timeout:g} s"
         if worker is not None and worker.process is not None:
-            print(f"[{self.config.name}] {quiet}: killing it", flush=True)
+            log.info(f"[{self.config.name}] {quiet}: killing it")
             worker.process.kill()  # the next check restarts it like any dead worker
             return
         released = release_worker(self.oracle, tuner_id)
-        print(f"[{self.config.name}] {quiet}: counting it as gone"
-              + (f"; trial {released} goes back to the queue" if released else ""), flush=True)
+        log.info(f"[{self.config.name}] {quiet}: counting it as gone"
+              + (f"; trial {released} goes back to the queue" if released else ""))
 
     # ---- nobody left to run the remaining trials
     def _check_stalled(self, state: dict[str, Any]) -> None:
@@ -310,7 +313,7 @@ class _Chief:
         waiting = ", ".join(state["retry"]) or "not started yet"
         tail = _log_tail(self.workers[-1].log)
         return (f"study '{self.config.name}': every worker stopped before the search ended ({exits}); trials left: "
-                f"{waiting}. Logs: {self.paths.root / WORKERS_DIR}. Run the same command again to resume."
+                f"{waiting}. Logs: {self.paths.workers_dir}. Run the same command again to resume."
                 + (f"\nLast lines of {self.workers[-1].log.name}:\n{tail}" if tail else ""))
 
 
@@ -344,10 +347,8 @@ def _log_tail(path: Path, lines: int = 8) -> str:
 
 
 def _read_beat(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("beat")
-    except (OSError, ValueError, AttributeError):
-        return None
+    beat = read_json(path, default=None)
+    return beat.get("beat") if isinstance(beat, dict) else None
 
 
 def _overrides_as_text(overrides: Sequence[str] | Mapping[str, Any]) -> list[str]:
@@ -357,7 +358,7 @@ def _overrides_as_text(overrides: Sequence[str] | Mapping[str, Any]) -> list[str
 
 
 def _local_workers(config: Any, paths: StudyPaths, settings: DistributedSettings, chief: str,
-                   overrides: Sequence[str] | Mapping[str, Any], verbose: int) -> tuple[list[_Worker], str]:
+                   overrides: Sequence[str] | Mapping[str, Any], fit_verbose: int) -> tuple[list[_Worker], str]:
     if settings.workers and config.source is None:
         raise ConfigError("local workers read the study from its YAML file, but this StudyConfig has none: "
                           "pass the path of the study YAML")
@@ -367,29 +368,29 @@ def _local_workers(config: Any, paths: StudyPaths, settings: DistributedSettings
     for index in range(settings.workers):
         tuner_id = f"worker{index}"
         command = [sys.executable, "-m", "hpstudy.cli", "worker", str(config.source), "--chief", chief,
-                   "--id", tuner_id, "--verbose", str(verbose)]
+                   "--id", tuner_id, "--verbose", str(fit_verbose)]
         if config.data is not None:
             command += ["--data", str(config.data)]
         for override in _overrides_as_text(overrides):
             command += ["--set", override]
         env = worker_environment(index, workers=settings.workers, gpus=gpus, cpus=cpus, base=os.environ)
-        workers.append(_Worker(tuner_id, command, env, paths.root / WORKERS_DIR / f"{tuner_id}.log"))
+        workers.append(_Worker(tuner_id, command, env, paths.worker_log(tuner_id)))
     share = (f"one GPU each ({', '.join(gpus)})" if gpus else
-             "{} CPU thread(s) each".format(thread_split(settings.workers, cpus)[0]))
+             f"{thread_split(settings.workers, cpus)[0]} CPU thread(s) each")
     return workers, share
 
 
 def serve_chief(tuner: Any, config: Any, paths: StudyPaths, settings: DistributedSettings, *,
-                overrides: Sequence[str] | Mapping[str, Any] = (), verbose: int = 0) -> None:
+                overrides: Sequence[str] | Mapping[str, Any] = (), fit_verbose: int = 0) -> None:
     """Serve ``tuner``'s oracle to worker processes until the search is over; see the module docstring.
 
     Args:
-        tuner: the study's tuner, created or reloaded by ``run_study`` (it runs no trial itself).
+        tuner: the study's tuner, created or reloaded by ``run_chief`` (it runs no trial itself).
         config: the resolved ``StudyConfig``.
         paths: the study's paths.
         settings: workers to start, address, restarts, timeouts.
         overrides: the ``--set`` overrides the local workers must apply too.
-        verbose: Keras ``fit`` verbosity inside the workers' trials.
+        fit_verbose: Keras ``fit`` verbosity inside the workers' trials.
 
     Raises:
         ConfigError: grpcio/protobuf missing, or local workers without a study YAML.
@@ -405,14 +406,28 @@ def serve_chief(tuner: Any, config: Any, paths: StudyPaths, settings: Distribute
     local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     address = f"{local_host}:{port}"
     try:
-        workers, share = _local_workers(config, paths, settings, address, overrides, verbose)
+        workers, share = _local_workers(config, paths, settings, address, overrides, fit_verbose)
         shown = f"{host}:{port}" if local_host == host else f"{host}:{port} (this machine: {address})"
-        print(f"[{config.name}] chief: Keras Tuner oracle serving on {shown}; {len(workers)} local worker(s), "
-              f"{share}; logs in {paths.root / WORKERS_DIR}", flush=True)
+        log.info(f"[{config.name}] chief: Keras Tuner oracle serving on {shown}; {len(workers)} local worker(s), "
+              f"{share}; logs in {paths.workers_dir}")
         if local_host != host or not workers:
-            print(f"[{config.name}] other machines join with: hpstudy worker {config.source or 'STUDY.yaml'} "
-                  f"--chief {socket.gethostname()}:{port}", flush=True)
+            log.info(f"[{config.name}] other machines join with: hpstudy worker {config.source or 'STUDY.yaml'} "
+                  f"--chief {socket.gethostname()}:{port}")
         _Chief(tuner, config, paths, settings, servicer, address, workers).run()
     finally:
         server.stop(grace=2).wait(5)
         tuner.save()
+
+
+def run_chief(config: StudyConfig, settings: DistributedSettings, *,
+              overrides: Sequence[str] | Mapping[str, Any] = (), fit_verbose: int = 0) -> StudyOutcome:
+    """Prepare the study as a single-process search would, serve its oracle to workers, then conclude.
+
+    Raises:
+        As ``serve_chief``, and the errors of ``search.session.prepare``.
+    """
+    session = prepare(config)
+    tuner, planned = build_tuner(session)
+    update_state(session.paths, status="running", started=utc_now(), planned_trials=planned)
+    serve_chief(tuner, config, session.paths, settings, overrides=overrides, fit_verbose=fit_verbose)
+    return conclude(session, tuner, planned)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hpstudy.errors import EvaluationError
-from hpstudy.ledger import check_first_evaluation, read_ledger, record_evaluation
+from hpstudy.records import check_first_evaluation, read_ledger, record_evaluation
 
 
 def test_second_evaluation_is_refused_and_force_is_allowed(tmp_path: Path) -> None:

@@ -8,10 +8,18 @@ import time
 import matplotlib.image
 import numpy as np
 import pytest
-from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_score, recall_score,
-                             roc_auc_score, roc_curve)
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 
-from hpstudy import evaluate as ev
+from hpstudy import metrics as ev
+from hpstudy import metrics_figures as figures
 
 # positives 0.9, 0.6, 0.4, 0.8 -> tp 3, fn 1; negatives 0.2, 0.55, 0.1, 0.3 -> tn 3, fp 1.
 Y_TRUE = np.array([1, 1, 1, 0, 0, 0, 0, 1])
@@ -129,24 +137,24 @@ def _read_png(path) -> np.ndarray:
 
 def test_plots_write_readable_pngs(tmp_path) -> None:
     y, p = _noisy(40, seed=7)
-    cm_png = ev.plot_confusion_matrix(ev.confusion(y, p), ["normal", "COVID"], tmp_path / "cm.png", title="cm")
-    roc_png = ev.plot_roc(y, p, tmp_path / "roc.png", title="roc", auc_ci=(0.7, 0.9))
+    cm_png = figures.plot_confusion_matrix(ev.confusion(y, p), ["normal", "COVID"], tmp_path / "cm.png", title="cm")
+    roc_png = figures.plot_roc(y, p, tmp_path / "roc.png", title="roc", auc_ci=(0.7, 0.9))
     images = np.random.default_rng(8).integers(0, 256, size=(40, 24, 24, 1)).astype("float32")
-    samples_png = ev.plot_prediction_samples(images, y, p, ["normal", "COVID"], tmp_path / "s.png", n=9)
+    samples_png = figures.plot_prediction_samples(images, y, p, ["normal", "COVID"], tmp_path / "s.png", n=9)
     for path, min_h in ((cm_png, 300), (roc_png, 400), (samples_png, 500)):
         pixels = _read_png(path)
         assert pixels.ndim == 3 and pixels.shape[2] in (3, 4) and pixels.shape[0] >= min_h, path
     assert sorted(f.name for f in tmp_path.iterdir()) == ["cm.png", "roc.png", "s.png"]
     with pytest.raises(ValueError, match="2x2 matrix"):
-        ev.plot_confusion_matrix(np.eye(3), ["a", "b"], tmp_path / "x.png", title="x")
+        figures.plot_confusion_matrix(np.eye(3), ["a", "b"], tmp_path / "x.png", title="x")
     with pytest.raises(ValueError, match="one image per label"):
-        ev.plot_prediction_samples(images[:3], y, p, ["normal", "COVID"], tmp_path / "x.png")
+        figures.plot_prediction_samples(images[:3], y, p, ["normal", "COVID"], tmp_path / "x.png")
 
 
 def test_prediction_samples_frame_colours_follow_correctness(tmp_path) -> None:
     # One image, predicted wrong: the frame must be red somewhere in the figure, never green.
     images = np.full((1, 16, 16), 128.0)
-    pixels = _read_png(ev.plot_prediction_samples(images, np.array([1]), np.array([0.1]), ["neg", "pos"],
+    pixels = _read_png(figures.plot_prediction_samples(images, np.array([1]), np.array([0.1]), ["neg", "pos"],
                                                   tmp_path / "wrong.png"))[..., :3]
     red = (pixels[..., 0] > 0.7) & (pixels[..., 1] < 0.3) & (pixels[..., 2] < 0.3)
     green = (pixels[..., 1] > 0.4) & (pixels[..., 0] < 0.3) & (pixels[..., 2] < 0.3)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from hpstudy.errors import ConfigError
 
-WORKERS_DIR = "workers"  # inside the study directory: <id>.json heartbeats and <id>.log outputs
 HEARTBEAT_SECONDS = 3.0
 WORKER_ERROR = "hpstudy worker: error:"  # how the CLI prints a worker's user-fixable error
 
@@ -123,15 +121,11 @@ def gpu_ids() -> list[str]:
 
 
 def require_grpc() -> None:
-    try:
-        import grpc  # noqa: F401
-        from keras_tuner.src import protos
+    """Raise a ConfigError naming the extra to install when grpcio or protobuf is missing."""
+    from hpstudy import _kt_compat
 
-        protos.get_service_grpc()
+    try:
+        _kt_compat.require_grpc()
     except ImportError as exc:
         raise ConfigError(f"distributed search needs grpcio and protobuf ({exc}): "
                           "pip install 'hpstudy[distributed]'") from None
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

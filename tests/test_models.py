@@ -1,4 +1,4 @@
-"""Tests of hpstudy.hypermodels on tiny models (32x32 px, weights=None, one-epoch fits)."""
+"""Tests of hpstudy.models on tiny models (32x32 px, weights=None, one-epoch fits)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hpstudy import hypermodels as hm
+from hpstudy import models as hm
 from hpstudy.config import parse_search_space
 from hpstudy.errors import ConfigError
 
@@ -201,7 +201,7 @@ def test_fit_passes_the_tuned_batch_size_with_arrays_and_refuses_fixed_batches()
     counter = _BatchSizes()
     hypermodel.fit(hp, hypermodel.build(hp), x, y, epochs=1, callbacks=[counter], verbose=0)
     assert counter.steps == 4
-    with pytest.raises(TypeError, match="wrap its construction in hpstudy.hypermodels.DatasetFactory"):
+    with pytest.raises(TypeError, match="wrap its construction in hpstudy.models.DatasetFactory"):
         hypermodel.fit(hp, hypermodel.build(hp), tf.data.Dataset.from_tensor_slices((x, y)).batch(2), epochs=1)
 
 

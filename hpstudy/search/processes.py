@@ -7,13 +7,14 @@ parent (which never imports TensorFlow) starts a child that resumes the study, r
 before asking the oracle for the next one; the next child resumes from the study directory, the same way a
 study resumes after a crash. Trials, their order and their seeds are those of a single-process run.
 
-The parent prints the children's output as it comes and the closing summary once; an hpstudy error in a
-child is raised again in the parent with its type and message.
+The children's log lines reach the parent's standard output as they come (at the parent's log level),
+the parent logs the closing summary once; an hpstudy error in a child is raised again in the parent with
+its type and message.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import pickle
 import signal
@@ -25,15 +26,18 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from hpstudy import errors
-from hpstudy._io import atomic_write_json
+from hpstudy import _log, errors
+from hpstudy._io import atomic_write_json, read_json
 from hpstudy.config import StudyConfig
 from hpstudy.errors import HpstudyError, StudyError
+from hpstudy.search.session import StudyOutcome, run_here, summary_text
 
 __all__ = ["run_in_processes", "child_environment"]
 
+log = logging.getLogger("hpstudy")
 
-def run_in_processes(config: StudyConfig, *, verbose: int = 0) -> Any:
+
+def run_in_processes(config: StudyConfig, *, fit_verbose: int = 0) -> StudyOutcome:
     """Run the search of ``config`` in child processes of ``config.trials_per_process`` trials each.
 
     Returns the ``StudyOutcome`` of the whole run (trials counted over every child).
@@ -43,8 +47,6 @@ def run_in_processes(config: StudyConfig, *, verbose: int = 0) -> Any:
         child died without one (killed, out of memory, a crash): its finished trials are on disk and
         the same command resumes the study.
     """
-    from hpstudy.study import summary_text
-
     per_process = config.trials_per_process
     started = time.time()
     total_run, parts = 0, 0
@@ -53,21 +55,23 @@ def run_in_processes(config: StudyConfig, *, verbose: int = 0) -> Any:
         request.write_bytes(pickle.dumps(config))
         while True:
             parts += 1
-            outcome = _run_child(config, request, Path(tmp) / f"result-{parts}.json", verbose, started, parts)
+            outcome = _run_child(config, request, Path(tmp) / f"result-{parts}.json", fit_verbose, started, parts)
             if parts == 1:
                 finished_before = outcome.finished_before  # "already complete" only if no child ran a trial
             total_run += outcome.trials_run
             if not outcome.paused:
                 break
-            print(f"[{config.name}] {total_run} trial(s) run in {parts} process(es); a fresh process continues "
-                  f"(trials_per_process={per_process})", flush=True)
+            log.info("[%s] %d trial(s) run in %d process(es); a fresh process continues (trials_per_process=%d)",
+                     config.name, total_run, parts, per_process)
     outcome = replace(outcome, trials_run=total_run, finished_before=finished_before and total_run == 0)
-    print(summary_text(outcome, config), flush=True)
+    log.info(summary_text(outcome, config))
     return outcome
 
 
-def _run_child(config: StudyConfig, request: Path, result: Path, verbose: int, started: float, part: int) -> Any:
-    command = [sys.executable, "-m", "hpstudy.processes", str(request), str(result), str(verbose), repr(started)]
+def _run_child(config: StudyConfig, request: Path, result: Path, fit_verbose: int, started: float,
+               part: int) -> StudyOutcome:
+    command = [sys.executable, "-m", "hpstudy.search.processes", str(request), str(result), str(fit_verbose),
+               repr(started)]
     process = subprocess.run(command, env=child_environment(), stdin=subprocess.DEVNULL, check=False)
     payload = _read(result)
     if payload is not None and "error" in payload:
@@ -76,16 +80,16 @@ def _run_child(config: StudyConfig, request: Path, result: Path, verbose: int, s
         raise StudyError(
             f"study '{config.name}': the trial process {part} {_how_it_ended(process.returncode)} (its output is "
             f"above); the trials it finished are saved in {config.study_dir}: run the same command again to resume")
-    from hpstudy.study import StudyOutcome
-
     fields = payload["outcome"]
     return StudyOutcome(**{**fields, "study_dir": Path(fields["study_dir"])})
 
 
 def child_environment() -> dict[str, str]:
-    """This environment, with hpstudy importable from where this process imported it (a checkout too)."""
+    """This environment, with hpstudy importable from where this process imported it (a checkout too), and
+    this process's log level."""
     env = dict(os.environ)
-    package_parent = str(Path(__file__).resolve().parents[1])
+    env[_log.LEVEL_VARIABLE] = _log.level_for_children()
+    package_parent = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
     return env
 
@@ -102,10 +106,8 @@ def _how_it_ended(code: int) -> str:
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    payload = read_json(path, default=None)
+    return payload if isinstance(payload, dict) else None
 
 
 def _rebuild_error(error: dict[str, str]) -> HpstudyError:
@@ -116,12 +118,10 @@ def _rebuild_error(error: dict[str, str]) -> HpstudyError:
 
 
 def _child(argv: list[str]) -> int:
-    request, result, verbose, started = argv
+    request, result, fit_verbose, started = argv
     config = pickle.loads(Path(request).read_bytes())
-    from hpstudy.study import run_here
-
     try:
-        outcome = run_here(config, verbose=int(verbose), trial_limit=config.trials_per_process, announce=False,
+        outcome = run_here(config, fit_verbose=int(fit_verbose), trial_limit=config.trials_per_process, announce=False,
                            started=float(started))
     except HpstudyError as exc:
         atomic_write_json(result, {"error": {"type": type(exc).__name__, "message": str(exc)}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -12,17 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpstudy._io import atomic_write_json
-from hpstudy.distributed._common import (
-    HEARTBEAT_SECONDS,
-    WORKERS_DIR,
-    configure_threads,
-    now,
-    parse_address,
-    require_grpc,
-)
+from hpstudy import _kt_compat as compat
+from hpstudy._io import atomic_write_json, utc_now
+from hpstudy.config import resolve_config
 from hpstudy.errors import ConfigError, StudyError
 from hpstudy.paths import StudyPaths
+from hpstudy.search.distributed._common import HEARTBEAT_SECONDS, configure_threads, parse_address, require_grpc
+from hpstudy.search.session import build_tuner, prepare, run_search
+
+log = logging.getLogger("hpstudy")
 
 _IDLE_WAIT_SECONDS = 1.0  # a Hyperband worker waiting for a bracket asks again after this pause
 
@@ -46,7 +45,7 @@ class _Heartbeat:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join(timeout=2 * HEARTBEAT_SECONDS)
-        self.update(trial_id=None, stopped=now())
+        self.update(trial_id=None, stopped=utc_now())
 
     def _run(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
@@ -54,7 +53,7 @@ class _Heartbeat:
 
     def update(self, **changes: Any) -> None:
         with self._lock:
-            self.state.update(changes, beat=self.state["beat"] + 1, updated=now())
+            self.state.update(changes, beat=self.state["beat"] + 1, updated=utc_now())
             try:
                 atomic_write_json(self.path, self.state)
             except OSError:  # best effort: a chief that sees no beat falls back on its timeout
@@ -88,12 +87,12 @@ def _attach(tuner: Any, heartbeat: _Heartbeat, name: str) -> None:
 
     def on_trial_begin(trial: Any) -> None:
         heartbeat.update(trial_id=trial.trial_id)
-        print(f"[{name}] {heartbeat.state['tuner_id']}: running trial {trial.trial_id}", flush=True)
+        log.info(f"[{name}] {heartbeat.state['tuner_id']}: running trial {trial.trial_id}")
         begin(trial)
 
     def on_trial_done(_tuner: Any, trial: Any) -> None:
         heartbeat.update(trial_id=None, trials_done=heartbeat.state["trials_done"] + 1)
-        print(f"[{name}] {heartbeat.state['tuner_id']}: trial {trial.trial_id} {trial.status}", flush=True)
+        log.info(f"[{name}] {heartbeat.state['tuner_id']}: trial {trial.trial_id} {trial.status}")
 
     def create_trial(tuner_id: str) -> Any:
         trial = create(tuner_id)
@@ -101,11 +100,11 @@ def _attach(tuner: Any, heartbeat: _Heartbeat, name: str) -> None:
             time.sleep(_IDLE_WAIT_SECONDS)
         return trial
 
-    tuner.on_trial_begin, tuner._on_trial_done, tuner.oracle.create_trial = on_trial_begin, on_trial_done, create_trial
+    tuner.on_trial_begin, tuner.on_trial_done, tuner.oracle.create_trial = on_trial_begin, on_trial_done, create_trial
 
 
 def run_worker(study: str | Path, *, chief: str, tuner_id: str | None = None, data: str | Path | None = None,
-               overrides: Sequence[str] | Mapping[str, Any] = (), verbose: int = 0, threads: int | None = None,
+               overrides: Sequence[str] | Mapping[str, Any] = (), fit_verbose: int = 0, threads: int | None = None,
                connect_timeout: float = 600.0) -> WorkerOutcome:
     """Join the chief at ``chief`` and run trials until its oracle has none left.
 
@@ -119,7 +118,7 @@ def run_worker(study: str | Path, *, chief: str, tuner_id: str | None = None, da
         tuner_id: this worker's id (default ``worker-<hostname>``); restarting a worker with the same id
             makes it re-run the trial it was running.
         data, overrides: as for ``hpstudy search``; the result must match the chief's frozen configuration.
-        verbose: Keras ``fit`` verbosity.
+        fit_verbose: Keras ``fit`` verbosity.
         threads: TensorFlow intra-op threads (default: ``HPSTUDY_INTRA_OP_THREADS`` or all cores).
         connect_timeout: seconds one request may wait for the chief before the worker gives up.
 
@@ -137,20 +136,17 @@ def run_worker(study: str | Path, *, chief: str, tuner_id: str | None = None, da
     require_grpc()
     _watch_parent()
     configure_threads(threads)
-    from hpstudy import study as _study
-
-    config = _study.resolve_config(study, data=data, overrides=overrides)
+    config = resolve_config(study, data=data, overrides=overrides)
     paths = StudyPaths(config.study_dir)
     _wait_for_study(paths, study, connect_timeout)
     with _kerastuner_env(tuner_id, host, port), \
-            _Heartbeat(paths.root / WORKERS_DIR / f"{tuner_id}.json", tuner_id) as heartbeat:
-        tuner = _join(config, paths, heartbeat, host, port, connect_timeout, verbose)
+            _Heartbeat(paths.worker_heartbeat(tuner_id), tuner_id) as heartbeat:
+        tuner = _join(config, heartbeat, host, port, connect_timeout, fit_verbose)
     if tuner.paused:
-        print(f"[{config.name}] {tuner_id}: ran {tuner.trials_run_here} trial(s) in this process; a fresh process "
-              f"continues (trials_per_process={config.trials_per_process})", flush=True)
+        log.info(f"[{config.name}] {tuner_id}: ran {tuner.trials_run_here} trial(s) in this process; a fresh process "
+              f"continues (trials_per_process={config.trials_per_process})")
     else:
-        print(f"[{config.name}] {tuner_id}: the chief has no trial left; ran {tuner.trials_run_here} trial(s) here",
-              flush=True)
+        log.info(f"[{config.name}] {tuner_id}: the chief has no trial left; ran {tuner.trials_run_here} trial(s) here")
     return WorkerOutcome(tuner.trials_run_here, bool(tuner.paused))
 
 
@@ -166,7 +162,7 @@ def _wait_for_study(paths: StudyPaths, study: str | Path, timeout: float) -> Non
     """Wait (at most ``timeout`` s) for the chief to create the study: workers may be started first."""
     deadline = time.monotonic() + timeout
     if not paths.frozen_config.is_file():
-        print(f"waiting up to {timeout:g} s for the chief to create the study at {paths.root}", flush=True)
+        log.info(f"waiting up to {timeout:g} s for the chief to create the study at {paths.root}")
     while not paths.frozen_config.is_file():
         if time.monotonic() > deadline:
             raise StudyError(f"no study run at {paths.root} after {timeout:g} s: start the chief first (hpstudy "
@@ -191,27 +187,16 @@ def _kerastuner_env(tuner_id: str, host: str, port: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _join(config: Any, paths: StudyPaths, heartbeat: _Heartbeat, host: str, port: int, connect_timeout: float,
-          verbose: int) -> Any:
+def _join(config: Any, heartbeat: _Heartbeat, host: str, port: int, connect_timeout: float,
+          fit_verbose: int) -> Any:
     import grpc
-    from keras_tuner.src.distribute import oracle_client
 
-    from hpstudy import study as _study
-    from hpstudy.data.prepare import prepare_data, resolve_source
-    from hpstudy.runtime import configure_devices, seed_everything
-
-    source = resolve_source(config.data, positive_class=config.positive_class)
-    _study._freeze_or_check(config, paths, source.fingerprint(splits=("train", "val")), write=False)
-    seed_everything(config.seed, deterministic=config.deterministic)
-    configure_devices(mixed_precision=config.mixed_precision)
-    prepared = prepare_data(source, image_size=config.image_size, normalization=config.normalization,
-                            leak_check="off", cache_dir=paths.cache_dir)
-    cached = _study._cached_search(config, paths, prepared)
-    oracle_client.TIMEOUT = connect_timeout  # Keras Tuner's default is an hour per request
-    tuner, _ = _study._build_tuner(config, paths, prepared, cached=cached, trial_limit=config.trials_per_process or None)
+    session = prepare(config, chief=False)
+    compat.set_client_timeout(connect_timeout)
+    tuner, _ = build_tuner(session, trial_limit=config.trials_per_process or None)
     _attach(tuner, heartbeat, config.name)
     try:
-        _study._search(tuner, config, paths, prepared, verbose, cached=cached)
+        run_search(session, tuner, fit_verbose=fit_verbose)
     except grpc.RpcError as exc:
         raise StudyError(f"worker {heartbeat.state['tuner_id']} lost the chief at {host}:{port} "
                          f"({exc.code().name}: {exc.details()}); its trial is re-run when the chief resumes "

@@ -1,4 +1,4 @@
-"""Plain settings objects shared by the data pipeline and the study configuration.
+"""Plain settings shared by the study configuration and the data pipeline (augmentation, normalization, leak check).
 
 Kept free of TensorFlow imports so that validating a YAML file stays fast.
 """
@@ -52,12 +52,12 @@ class Augmentation:
         return any([self.rotation, self.shift, self.zoom, self.brightness, self.contrast, self.horizontal_flip])
 
     @classmethod
-    def none(cls) -> "Augmentation":
+    def none(cls) -> Augmentation:
         """No augmentation at all."""
         return cls(rotation=0.0, shift=0.0, zoom=0.0, brightness=0.0, contrast=0.0, horizontal_flip=False)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None, *, where: str = "augmentation") -> "Augmentation":
+    def from_mapping(cls, data: Mapping[str, Any] | None, *, where: str = "augmentation") -> Augmentation:
         """Build from a YAML mapping; ``False``/``None`` means no augmentation. Unknown keys are errors."""
         if data is None or data is False:
             return cls.none()

@@ -36,16 +36,15 @@ a local worker exits as soon as its chief dies; the chief's wait is bounded by i
 restarts and heartbeats, and optionally by ``timeout``.
 """
 
-from hpstudy.distributed._chief import release_worker, serve_chief
-from hpstudy.distributed._common import (
-    WORKERS_DIR,
+from hpstudy.search.distributed._chief import release_worker, run_chief, serve_chief
+from hpstudy.search.distributed._common import (
     DistributedSettings,
     configure_threads,
     parse_address,
     thread_split,
     worker_environment,
 )
-from hpstudy.distributed._worker import WorkerOutcome, run_worker
+from hpstudy.search.distributed._worker import WorkerOutcome, run_worker
 
-__all__ = ["DistributedSettings", "serve_chief", "run_worker", "WorkerOutcome", "parse_address", "thread_split",
-           "worker_environment", "configure_threads", "release_worker", "WORKERS_DIR"]
+__all__ = ["DistributedSettings", "run_chief", "serve_chief", "run_worker", "WorkerOutcome", "parse_address",
+           "thread_split", "worker_environment", "configure_threads", "release_worker"]

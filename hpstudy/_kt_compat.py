@@ -1,0 +1,209 @@
+"""The one seam with Keras Tuner's private members; every assumption here is tested against the installed version.
+
+hpstudy uses Keras Tuner's public API everywhere else. What Keras Tuner does not expose, and hpstudy
+needs, is reached here only (``tests/test_kt_compat.py`` checks each assumption):
+
+* its JSON state writer (``keras_tuner.src.utils.save_json``), swapped for a crash-safe one;
+* the oracle's retry queue and run counts (``_retry_queue``, ``_run_times``), to reconcile a reloaded
+  oracle after a crash and to release the trial of a dead distributed worker;
+* Hyperband's bracket arithmetic (``_get_num_brackets``, ``_get_num_rounds``, ``_get_size``,
+  ``_get_epochs``) and open brackets (``_brackets``), to plan a study and keep only needed checkpoints;
+* two tuner hooks (``_build_hypermodel``, ``_configure_tensorboard_dir``) and ``_is_worker``;
+* the gRPC servicer, protos and client timeout of its chief/worker mode (``keras_tuner.src.distribute``).
+
+Tested with Keras Tuner ``TESTED_RANGE``; ``pyproject.toml`` bounds the dependency to it. A version outside
+the range logs a warning once instead of failing: the tests name the assumption that broke.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import keras_tuner as kt
+
+from hpstudy._io import atomic_path
+
+__all__ = ["TESTED_RANGE", "check_version", "make_state_writes_atomic", "TunerHooks", "is_worker",
+           "retry_queue", "requeue", "reconcile_reloaded", "hyperband_rounds", "open_bracket_trials",
+           "oracle_servicer", "grpc_services", "set_client_timeout", "require_grpc", "idle_trial"]
+
+log = logging.getLogger("hpstudy")
+
+TESTED_RANGE = ((1, 4, 7), (1, 5, 0))  # low inclusive, high exclusive
+_warned = False
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def check_version(version: str | None = None) -> bool:
+    """True when the installed Keras Tuner is in ``TESTED_RANGE``; else log one warning and return False."""
+    global _warned
+    installed = _version(version or kt.__version__)
+    low, high = TESTED_RANGE
+    if low <= installed < high:
+        return True
+    if not _warned:
+        _warned = True
+        log.warning("warning: hpstudy was tested with keras-tuner >= %s, < %s, but %s is installed; the private "
+                    "members it relies on (hpstudy/_kt_compat.py) may have changed",
+                    ".".join(map(str, low)), ".".join(map(str, high)), version or kt.__version__)
+    return False
+
+
+# --------------------------------------------------------------------------- state files
+def make_state_writes_atomic() -> None:
+    """Make Keras Tuner's own JSON state files (oracle.json, trial.json) crash-safe.
+
+    Keras Tuner writes them in place; a process killed mid-write would leave a truncated file that
+    stops the study from resuming. Its writer is swapped for a temp-file-and-rename one.
+    """
+    from keras_tuner.src import utils as kt_utils
+
+    check_version()
+    if getattr(kt_utils.save_json, "_hpstudy_atomic", False):
+        return
+
+    def save_json(path: str, obj: Any) -> str:
+        import json
+
+        text = json.dumps(obj)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        return text
+
+    save_json._hpstudy_atomic = True  # type: ignore[attr-defined]
+    kt_utils.save_json = save_json
+
+
+# --------------------------------------------------------------------------- tuner hooks
+class TunerHooks:
+    """Mixin for a Keras Tuner tuner: the two private hooks hpstudy overrides.
+
+    * Building a Hyperband continuation loads its parent's weights into a model whose optimizer is not
+      built yet; Keras warns that it skips the optimizer state. That is Keras Tuner's design (the
+      optimizer restarts), so the warning is silenced.
+    * Keras Tuner imports tensorboard in every trial, but TensorFlow >= 2.20 no longer installs it:
+      the TensorBoard set-up only runs when a TensorBoard callback was asked for.
+    """
+
+    def _build_hypermodel(self, hp: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return super()._build_hypermodel(hp)  # type: ignore[misc]
+
+    def _configure_tensorboard_dir(self, callbacks: list[Any], trial: Any, execution: int = 0) -> None:
+        if any(cb.__class__.__name__ == "TensorBoard" for cb in callbacks):
+            super()._configure_tensorboard_dir(callbacks, trial, execution)  # type: ignore[misc]
+
+
+def is_worker(tuner: Any) -> bool:
+    """True in a worker of Keras Tuner's chief/worker mode (it cannot see the oracle's brackets)."""
+    return bool(tuner._is_worker())
+
+
+# --------------------------------------------------------------------------- oracle state
+def retry_queue(oracle: Any) -> list[str]:
+    """A copy of the trial ids the oracle will hand out again before new ones."""
+    return list(oracle._retry_queue)
+
+
+def requeue(oracle: Any, trial_id: str) -> None:
+    """Put a trial back in the oracle's retry queue (the next worker that asks runs it again)."""
+    oracle._retry_queue.append(trial_id)
+
+
+def reconcile_reloaded(oracle: Any) -> list[str]:
+    """Trial ids queued for retry that had in fact ended (killed between trial.json and oracle.json).
+
+    Each is taken out of the retry queue and recorded as ended, keeping its result. The caller saves
+    the oracle.
+    """
+    fixed = []
+    for trial_id in [t for t in oracle._retry_queue if t not in oracle.end_order]:
+        if oracle.trials[trial_id].status in ("COMPLETED", "FAILED"):
+            oracle._retry_queue.remove(trial_id)
+            oracle.end_order.append(trial_id)
+            oracle._run_times[trial_id] += 1
+            fixed.append(trial_id)
+    return fixed
+
+
+def hyperband_rounds(oracle: Any) -> Iterator[tuple[int, int]]:
+    """(trials, epochs each trains) of every round of every bracket in one Hyperband iteration."""
+    for bracket in range(oracle._get_num_brackets()):
+        for round_ in range(oracle._get_num_rounds(bracket)):
+            previous = oracle._get_epochs(bracket, round_ - 1) if round_ else 0
+            yield oracle._get_size(bracket, round_), oracle._get_epochs(bracket, round_) - previous
+
+
+def open_bracket_trials(oracle: Any) -> set[str]:
+    """Trial ids in Hyperband's open brackets: a later round may still load their checkpoints."""
+    brackets = getattr(oracle, "_brackets", None) or []
+    return {info["id"] for bracket in brackets for round_ in bracket["rounds"] for info in round_}
+
+
+# --------------------------------------------------------------------------- chief/worker mode
+def require_grpc() -> None:
+    """Raise ImportError (with what is missing) when the gRPC stack of the chief/worker mode is absent."""
+    import grpc  # noqa: F401
+    from keras_tuner.src import protos
+
+    protos.get_service_grpc()
+
+
+def grpc_services() -> tuple[Any, Any]:
+    """Keras Tuner's generated ``(service messages, service gRPC)`` modules."""
+    from keras_tuner.src import protos
+
+    return protos.get_service(), protos.get_service_grpc()
+
+
+def idle_trial(oracle: Any) -> Any:
+    """A trial with status IDLE: Keras Tuner's answer that tells a worker to ask again later."""
+    from keras_tuner.src.engine import trial as trial_module
+
+    return trial_module.Trial(oracle.get_space(), status=trial_module.TrialStatus.IDLE)
+
+
+def oracle_servicer(oracle: Any, *, on_create: Callable[[Any, Any, Any], Any],
+                    on_end_error: Callable[[Exception], bool]) -> Any:
+    """Keras Tuner's ``OracleServicer`` with two hooks.
+
+    ``on_create(servicer, request, trial)`` returns the trial to answer ``CreateTrial`` with (it may set
+    ``servicer.stop_triggered``); ``on_end_error(exc)`` returns True when a RuntimeError from ``EndTrial``
+    was kept by the caller (the answer is then an empty response instead of a failed request).
+    """
+    from keras_tuner.src.distribute import oracle_chief
+
+    service, _ = grpc_services()
+
+    class Servicer(oracle_chief.OracleServicer):  # type: ignore[misc]
+        def CreateTrial(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+            trial = on_create(self, request, self.oracle.create_trial(request.tuner_id))
+            return service.CreateTrialResponse(trial=trial.to_proto())
+
+        def EndTrial(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+            try:
+                return super().EndTrial(request, context)
+            except RuntimeError as exc:
+                if not on_end_error(exc):
+                    raise
+                return service.EndTrialResponse()
+
+    return Servicer(oracle)
+
+
+def set_client_timeout(seconds: float) -> None:
+    """How long a worker's request may wait for the chief (Keras Tuner's default is an hour)."""
+    from keras_tuner.src.distribute import oracle_client
+
+    oracle_client.TIMEOUT = seconds
