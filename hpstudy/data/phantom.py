@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpstudy._io import read_json
 from hpstudy.errors import DataError
 
 __all__ = ["PHANTOM_CLASSES", "PhantomSpec", "make_phantom", "lesion_boxes"]
@@ -104,19 +105,13 @@ def lesion_boxes(root: str | Path) -> dict[str, tuple[int, int, int, int]]:
     path = Path(root) / "lesions.json"
     if not path.is_file():
         raise DataError(f"{root} is not a phantom folder: {path.name} is missing")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(path)
     return {key: tuple(int(v) for v in box) for key, box in data.items()}  # type: ignore[misc]
 
 
 def _is_complete(out: Path, params: dict) -> bool:
     meta = out / "phantom.json"
-    if not meta.is_file():
-        return False
-    try:
-        stored = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if stored != params:
+    if read_json(meta, default=None) != params:
         return False
     per_class = {"train": params["n_train"], "val": params["n_val"], "test": params["n_test"]}
     for split, n in per_class.items():

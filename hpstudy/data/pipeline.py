@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tensorflow as tf
 
-from hpstudy._io import atomic_path, atomic_write_json
+from hpstudy._io import atomic_path, atomic_write_json, read_json
 from hpstudy.config.settings import NORMALIZATIONS, Augmentation
 from hpstudy.data.augment import make_augmenter, single_transforms
 from hpstudy.errors import ConfigError, DataError, HpstudyError
@@ -290,12 +290,13 @@ class Normalizer:
     def load(cls, path: str | Path) -> Normalizer:
         """Read ``save`` output; errors name the file."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls.from_dict(data)
+            data = read_json(path)
         except OSError as exc:
             raise DataError(f"cannot read normalizer statistics {path}: {exc}") from exc
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:
             raise DataError(f"{path} is not valid JSON: {exc}") from exc
+        try:
+            return cls.from_dict(data)
         except (TypeError, ValueError) as exc:
             raise DataError(f"{path}: invalid normalizer statistics: {exc}") from exc
         except HpstudyError as exc:

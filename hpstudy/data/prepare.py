@@ -6,14 +6,13 @@ never decoded here: only ``evaluate`` reads it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hpstudy._io import atomic_write_json
+from hpstudy._io import atomic_write_json, read_json
 from hpstudy.data.discover import DataSource, discover
 from hpstudy.data.leak import check_leaks
 from hpstudy.data.pipeline import Normalizer, load_split
@@ -89,11 +88,11 @@ def _stats(data: PreparedData) -> dict[str, Any]:
 def load_data_stats(path: Path) -> dict[str, Any]:
     """Read ``data_stats.json`` back (normalizer rebuilt with ``Normalizer.from_dict``)."""
     try:
-        stats = json.loads(Path(path).read_text(encoding="utf-8"))
+        stats = read_json(path)
         stats["normalizer"] = Normalizer.from_dict(stats["normalizer"])
     except FileNotFoundError as exc:
         raise StudyError(f"{path} is missing: run `hpstudy search` for this study first") from exc
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not a valid data statistics file: {exc}") from exc
     return stats
 
