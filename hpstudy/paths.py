@@ -56,6 +56,15 @@ class StudyPaths:
         return self.root / "selection.csv"
 
     @property
+    def selection_dir(self) -> Path:
+        """Per-run outputs of the re-evaluation (validation predictions)."""
+        return self.root / "selection"
+
+    def selection_predictions(self, trial_id: str, seed: int) -> Path:
+        """Validation predictions (``index, label, probability``) of one re-evaluation run, trained on train."""
+        return self.selection_dir / f"val-{trial_id}-seed{int(seed)}.csv"
+
+    @property
     def data_stats(self) -> Path:
         """Normalization statistics fitted on the training split only."""
         return self.root / "data_stats.json"
