@@ -71,8 +71,9 @@ def main() -> None:
     import tensorflow as tf
 
     from hpstudy.config.settings import Augmentation
+    from hpstudy.data.discover import resolve_source
     from hpstudy.data.pipeline import make_dataset
-    from hpstudy.data.prepare import prepare_data, resolve_source
+    from hpstudy.data.prepare import prepare_data
 
     source = resolve_source(data)
     with c.timer() as decode:

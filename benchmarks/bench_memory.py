@@ -80,8 +80,9 @@ def _plain_keras(data, folder, trials: int, epochs: int, size: int) -> tuple[flo
 
     from hpstudy.config import load_search_space
     from hpstudy.config.settings import Augmentation
+    from hpstudy.data.discover import resolve_source
     from hpstudy.data.pipeline import make_dataset
-    from hpstudy.data.prepare import prepare_data, resolve_source
+    from hpstudy.data.prepare import prepare_data
     from hpstudy.models import BaselineCNN
 
     prepared = prepare_data(resolve_source(data), image_size=(size, size), normalization="dataset",

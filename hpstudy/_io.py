@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -23,7 +24,7 @@ from typing import Any
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "append_line",
            "kill_point", "remove_orphaned_temporaries", "read_json", "file_sha256", "digest", "utc_now",
-           "format_duration"]
+           "format_duration", "WRITE_ERRNOS", "write_problem"]
 
 _MISSING = object()
 
@@ -48,9 +49,28 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         kill_point(f"write:{target.name}")
         _fsync_file(tmp)
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS and exc.filename != str(target):
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc  # name the file, not its temporary
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+# The errors of a write that the user can fix: a full disk or quota, a read-only or forbidden folder.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def write_problem(exc: BaseException) -> str | None:
+    """A one-line description of a write the user can fix (disk full, read-only...), else None."""
+    if not isinstance(exc, OSError) or exc.errno not in WRITE_ERRNOS:
+        return None
+    where = f" {exc.filename}" if exc.filename else ""
+    hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space within the quota",
+            errno.EROFS: "the file system is read-only: use a writable copy of the study folder"}.get(
+        exc.errno, "check the folder's permissions")
+    return f"cannot write{where}: {exc.strerror} ({hint}); what was already written is kept, run the same command again"
 
 
 # Temporary files are named ``.<stem>.hpstmp<host>.<pid>-<random><suffix>.tmp<suffix>``: a later write of
@@ -132,13 +152,19 @@ def _json_default(obj: Any) -> Any:
 def append_line(path: str | os.PathLike[str], line: str) -> None:
     """Append one line to a log file (JSON Lines ledger) and fsync it.
 
-    A single ``write`` of a short line in append mode is not torn by a crash in practice;
-    readers skip a last line that does not parse.
+    The line always starts on a fresh line: when the file's last line was cut short (a writer killed
+    mid-append), a newline is written first, so the torn line stays on its own and the new one parses.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "a", encoding="utf-8") as handle:
-        handle.write(line.rstrip("\n") + "\n")
+    data = line.rstrip("\n").encode("utf-8") + b"\n"
+    with open(target, "ab+") as handle:
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                data = b"\n" + data
+        kill_point(f"append:{target.name}")
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -151,7 +177,8 @@ def kill_point(name: str) -> None:
 
     ``HPSTUDY_TEST_KILL_AT=write:trials.csv`` kills at the first write of ``trials.csv`` after its temporary
     file is complete and before it is renamed into place; ``...#3`` at the third such point in the process.
-    Points: ``write:<file name>`` for every atomic write. Unset (always, outside the crash tests), this is a
+    Points: ``write:<file name>`` for every atomic write, ``append:<file name>`` before every append.
+    Unset (always, outside the crash tests), this is a
     dictionary lookup.
     """
     wanted = os.environ.get("HPSTUDY_TEST_KILL_AT")

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from hpstudy._io import write_problem
 from hpstudy._log import install_default_handler
 from hpstudy.errors import HpstudyError
 
@@ -164,55 +165,75 @@ def _add_trials_per_process(parser: argparse.ArgumentParser) -> None:
                              "trials_per_process)")
 
 
-def _count(text: str) -> int:
-    """argparse type: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, but got {text!r}")
-    return value
+def _whole(minimum: int) -> Callable[[str], int]:
+    """argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, but got {text!r}")
+        return value
+
+    return parse
+
+
+_count = _whole(0)
+_positive = _whole(1)
+_DATA_HELP = "data folder or .zip (default: the one the search used; its train/val images must be the same)"
+_LATER_SET_HELP = ("a setting of the later stages, e.g. --set finalize.scale_epochs=true (repeatable); the rest "
+                   "comes from the configuration the search froze in the run's study.yaml")
 
 
 def _add_finalize_commands(sub: Any) -> None:
     finalize = sub.add_parser("finalize", help="retrain the best trial on train+val (and fine-tune a transfer model)")
     _add_study_args(finalize)
-    finalize.add_argument("--data", help="data folder or .zip (overrides the YAML's data)")
-    finalize.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    finalize.add_argument("--data", help=_DATA_HELP)
+    finalize.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_LATER_SET_HELP)
     finalize.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=None,
                           help="fine-tune the backbone afterwards (default: yes for the transfer family)")
     finalize.set_defaults(func=_cmd_finalize)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a finalized model on the test split, once")
     _add_study_args(evaluate)
-    evaluate.add_argument("--model", default="final", choices=("final", "finetune"))
+    evaluate.add_argument("--model", default="final", choices=("final", "finetune"),
+                          help="which model: final (retrained on train+val) or finetune (the fine-tuned transfer "
+                               "model) (default: final)")
     evaluate.add_argument("--force", action="store_true", help="evaluate again (recorded in the ledger)")
-    evaluate.add_argument("--data", help="data folder or .zip (overrides the YAML's data)")
+    evaluate.add_argument("--data", help=_DATA_HELP)
     evaluate.set_defaults(func=_cmd_evaluate)
 
     gradcam = sub.add_parser("gradcam", help="Grad-CAM of the TP/TN/FP/FN test groups")
     _add_study_args(gradcam)
     gradcam.add_argument("--model", default=None, choices=("final", "finetune"),
                          help="default: the best model by test ROC AUC in the ledger")
-    gradcam.add_argument("--per-group", type=int, default=4)
+    gradcam.add_argument("--per-group", type=_positive, default=4, metavar="N",
+                         help="images per group (TP, TN, FP, FN), the most confident first (default: 4)")
     gradcam.add_argument("--layer", default=None, help="convolutional layer (default: the last one)")
-    gradcam.add_argument("--data", help="data folder or .zip (overrides the YAML's data)")
+    gradcam.add_argument("--data", help=_DATA_HELP)
     gradcam.set_defaults(func=_cmd_gradcam)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hpstudy`` command."""
-    parser = argparse.ArgumentParser(prog="hpstudy", description="Rigorous, resumable Keras Tuner studies "
-                                     "for medical-image classifiers.")
+    parser = argparse.ArgumentParser(
+        prog="hpstudy", description="Rigorous, resumable Keras Tuner studies for medical-image classifiers. A "
+        "study's run directory is created beside its YAML (studies/NAME.yaml -> studies/NAME/).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     explore = sub.add_parser("explore", help="Task 1: dataset statistics and figures")
     explore.add_argument("data", help="data folder or .zip with train/ val/ test/")
     explore.add_argument("--out", required=True, help="output folder")
-    explore.add_argument("--image-size", type=int, default=128, help="resize side for pixel statistics")
-    explore.add_argument("--positive-class", default=None)
-    explore.add_argument("--leak-check", default="warn", choices=("warn", "error", "off"))
+    explore.add_argument("--image-size", type=_positive, default=128, metavar="PX",
+                         help="side in pixels the images are resized to for the pixel statistics (default: 128)")
+    explore.add_argument("--positive-class", default=None, metavar="NAME",
+                         help="the class that counts as positive (default: the one named like covid)")
+    explore.add_argument("--leak-check", default="warn", choices=("warn", "error", "off"),
+                         help="images found in several splits: warn, stop with an error, or do not look "
+                              "(default: warn)")
     explore.set_defaults(func=_cmd_explore)
 
     demo = sub.add_parser("demo", help="run the whole pipeline on synthetic phantom data (or --data)")
@@ -233,9 +254,21 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text)
         _add_study_args(command)
         if name == "status":
-            command.add_argument("--top", type=int, default=5)
+            command.add_argument("--top", type=_positive, default=5, metavar="N",
+                                 help="how many of the best trials to list (default: 5)")
         command.set_defaults(func=func)
     return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("hpstudy")
+    except metadata.PackageNotFoundError:
+        import hpstudy
+
+        return hpstudy.__version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,6 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except HpstudyError as exc:
         print(f"hpstudy {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk, a read-only folder: the user can fix it, nothing written is lost
+        problem = write_problem(exc)
+        if problem is None:
+            raise
+        print(f"hpstudy {args.command}: error: {problem}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"hpstudy {args.command}: interrupted; run the same command again to resume", file=sys.stderr)

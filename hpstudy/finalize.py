@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from hpstudy._io import file_sha256, read_json
-from hpstudy.config import StudyConfig, resolve_config
+from hpstudy.config import StudyConfig, frozen_fingerprint, stage_config
 from hpstudy.errors import StudyError
 from hpstudy.paths import StudyPaths
-from hpstudy.records import BestConfig, read_best_config, write_best_config
+from hpstudy.records import BestConfig, read_best_config, study_lock, write_best_config
 from hpstudy.trials import best_trial, load_trials
 
 __all__ = ["FinalizeOutcome", "finalize_study", "best_hyperparameters", "final_epochs"]
@@ -64,10 +64,9 @@ def final_epochs(best_epoch: int, *, n_train: int, n_train_val: int, scale: bool
     return max(1, int(round(best_epoch * n_train_val / n_train))) if scale else int(best_epoch)
 
 
-def _train_val(config: StudyConfig, paths: StudyPaths) -> tuple[Any, np.ndarray, np.ndarray]:
-    from hpstudy.data.prepare import prepare_data, resolve_source
+def _train_val(config: StudyConfig, paths: StudyPaths, source: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+    from hpstudy.data.prepare import prepare_data
 
-    source = resolve_source(config.data, positive_class=config.positive_class)
     prepared = prepare_data(source, image_size=config.image_size, normalization=config.normalization,
                             leak_check="off", cache_dir=paths.cache_dir)
     x = np.concatenate([prepared.x_train, prepared.x_val])
@@ -79,26 +78,40 @@ def finalize_study(config: StudyConfig | str | Path, *, data: str | Path | None 
                    overrides: Any = (), finetune: bool | None = None) -> FinalizeOutcome:
     """Retrain the best trial's configuration on train+val and save ``final/`` (and ``finetune/``).
 
+    It runs with the configuration the search froze (``config.stage_config``): the search's image size,
+    normalization and data, whatever the study YAML says now.
+
     Args:
         config: a ``StudyConfig`` or study YAML path.
-        data: data folder or zip (overrides the YAML's ``data``).
-        overrides: dotted ``key=value`` settings.
+        data: data folder or zip; default: the one the search used (its images must be the same).
+        overrides: dotted ``key=value`` settings of the later stages (e.g. ``finalize.scale_epochs=true``).
         finetune: fine-tune the backbone afterwards; default: yes for the transfer family.
 
     Raises:
-        StudyError: when the study has no completed trial yet.
+        StudyError: the study has no search or no completed trial yet, other data than the search's, an
+            override that differs from the search, or another process using the study.
     """
-    from hpstudy.runtime import configure_devices, quiet_tensorflow, seed_everything
+    from hpstudy.runtime import quiet_tensorflow
 
     quiet_tensorflow()
-    config = resolve_config(config, data=data, overrides=overrides)
+    config = stage_config(config, stage="finalize", data=data, overrides=overrides)
     paths = StudyPaths(config.study_dir)
+    with study_lock(paths, command="finalize"):
+        return _finalize(config, paths, finetune)
+
+
+def _finalize(config: StudyConfig, paths: StudyPaths, finetune: bool | None) -> FinalizeOutcome:
+    from hpstudy.data.discover import resolve_source
+    from hpstudy.runtime import configure_devices, seed_everything
+
     best = best_trial(load_trials(paths.root), direction=config.objective.direction)
     trial_id = str(best["trial_id"])
     values = best_hyperparameters(paths, trial_id)
+    source = resolve_source(config.data, positive_class=config.positive_class,
+                            expected_fingerprint=frozen_fingerprint(config))
     seed_everything(config.seed, deterministic=config.deterministic)
     configure_devices(mixed_precision=config.mixed_precision)
-    prepared, x, y = _train_val(config, paths)
+    prepared, x, y = _train_val(config, paths, source)
     epochs = final_epochs(int(best["best_epoch"]), n_train=len(prepared.y_train), n_train_val=len(y),
                           scale=config.finalize.scale_epochs)
     log.info(f"[{config.name}] finalizing trial {trial_id} ({config.objective.name}={best['score']:.4f}): "

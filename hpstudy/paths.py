@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["StudyPaths", "MODEL_FILE", "HISTORY_FILE", "TRIAL_FILE", "TRIAL_META_FILE", "MODELS", "LEDGER_FILE",
-           "CURVES_FILE"]
+__all__ = ["StudyPaths", "MODEL_FILE", "HISTORY_FILE", "TRIAL_FILE", "ORACLE_FILE", "TRIAL_META_FILE", "MODELS",
+           "LEDGER_FILE", "CURVES_FILE"]
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"  # per trial (tuner/trial_<id>/), and of the final and fine-tuned fits
 CURVES_FILE = "curves.png"
 TRIAL_FILE = "trial.json"  # Keras Tuner's own record of a trial
+ORACLE_FILE = "oracle.json"  # Keras Tuner's record of the search
 TRIAL_META_FILE = "hpstudy_trial.json"  # hpstudy's: timing, best epoch, metrics at the best epoch, process
 LEDGER_FILE = "test_ledger.jsonl"
 MODELS = ("final", "finetune")  # the models a study saves, by the name `evaluate --model` takes
@@ -89,7 +90,7 @@ class StudyPaths:
 
     @property
     def oracle_json(self) -> Path:
-        return self.tuner_dir / "oracle.json"
+        return self.tuner_dir / ORACLE_FILE
 
     def trial_dir(self, trial_id: str) -> Path:
         return self.tuner_dir / f"trial_{trial_id}"

@@ -4,27 +4,38 @@ Each record is read and written here only, through ``StudyPaths``; stages exchan
 of re-reading JSON with their own tolerant readers. Readers that a report uses (missing file -> None)
 and readers that a stage depends on (a broken file is a ``StudyError`` naming it) are kept apart.
 
-The test ledger (``evaluation/test_ledger.jsonl``) holds every evaluation of a model on the test split,
-one JSON line each: ``started`` just before the model first sees the test images, then ``completed``
-with the metrics (or ``failed`` with the reason). The test split is used once per model (rule 5 of
+The test ledger (``evaluation/test_ledger.jsonl``) holds every evaluation of a model on the test split
+(and on external sets, field ``dataset``), one JSON line each: ``started`` just before the model first
+sees the images, then ``completed`` with the metrics, or ``failed`` with the reason when the attempt ended
+with an error before any metric was reported. Each set is used once per model (rule 5 of
 ``docs/architecture.md``): a second evaluation of the same model file (same SHA-256) is refused unless
-forced, and a forced one is recorded as such.
+forced, and a forced one is recorded as such; a failed attempt does not count as a use.
+
+The study lock (``.lock``) lets one process at a time write a study.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hpstudy._io import append_line, atomic_write_json, read_json, utc_now
+from hpstudy._io import append_line, atomic_write_json, atomic_write_text, read_json, utc_now
 from hpstudy.errors import EvaluationError, StudyError
 from hpstudy.paths import StudyPaths
 
-__all__ = ["read_state", "update_state", "BestConfig", "read_best_config", "write_best_config",
-           "read_model_record", "read_lr_backoff", "write_lr_backoff", "read_metrics", "write_metrics",
-           "read_ledger", "check_first_evaluation", "record_evaluation", "ledger_entries"]
+log = logging.getLogger("hpstudy")
+
+__all__ = ["read_state", "update_state", "read_frozen", "write_frozen", "BestConfig", "read_best_config",
+           "write_best_config", "read_model_record", "read_lr_backoff", "write_lr_backoff", "read_metrics",
+           "write_metrics", "Ledger", "load_ledger", "read_ledger", "check_first_evaluation", "record_evaluation",
+           "ledger_entries", "study_lock"]
 
 
 # --------------------------------------------------------------------------- study.json
@@ -53,6 +64,34 @@ def update_state(paths: StudyPaths, **updates: Any) -> dict[str, Any]:
     state["updated"] = utc_now()
     atomic_write_json(paths.state, state)
     return state
+
+
+# --------------------------------------------------------------------------- study.yaml
+def read_frozen(paths: StudyPaths) -> dict[str, Any]:
+    """The frozen ``study.yaml`` document of the search (empty dict before the first search).
+
+    Raises:
+        StudyError: the file exists but is not a frozen study document.
+    """
+    import yaml
+
+    try:
+        document = yaml.safe_load(paths.frozen_config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise StudyError(f"{paths.frozen_config} is not valid YAML ({str(exc).splitlines()[0]}); it is written by "
+                         "hpstudy: restore it, or pass --overwrite to delete the run and start again") from None
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise StudyError(f"{paths.frozen_config} is not a frozen study document (no 'config' mapping); restore it, "
+                         "or pass --overwrite to delete the run and start again")
+    return document
+
+
+def write_frozen(paths: StudyPaths, document: dict[str, Any]) -> Path:
+    import yaml
+
+    return atomic_write_text(paths.frozen_config, yaml.safe_dump(document, sort_keys=False))
 
 
 # --------------------------------------------------------------------------- final/best_config.json
@@ -136,18 +175,40 @@ def write_metrics(paths: StudyPaths, which: str, result: dict[str, Any], dataset
 
 
 # --------------------------------------------------------------------------- the test ledger
-def read_ledger(path: str | Path) -> list[dict[str, Any]]:
-    """All entries of a ledger (a torn last line from a crash is skipped)."""
+@dataclass(frozen=True)
+class Ledger:
+    """The parsed ledger: its entries, and the lines that did not parse (1-based number, text)."""
+
+    entries: list[dict[str, Any]]
+    unreadable: list[tuple[int, str]] = field(default_factory=list)
+
+
+def load_ledger(path: str | Path) -> Ledger:
+    """Every entry of a ledger, and every line that does not parse (logged as a warning, never dropped)."""
     path = Path(path)
     if not path.exists():
-        return []
-    entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
+        return Ledger([])
+    entries, unreadable = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
             continue
-    return entries
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            entry = None
+        if isinstance(entry, dict):
+            entries.append(entry)
+        else:
+            unreadable.append((number, line))
+    for number, _ in unreadable:
+        log.warning("warning: %s line %d is not a ledger record (a write cut short?); it is kept in the file and "
+                    "counted as an evaluation of any model whose SHA-256 it mentions", path, number)
+    return Ledger(entries, unreadable)
+
+
+def read_ledger(path: str | Path) -> list[dict[str, Any]]:
+    """All parseable entries of a ledger (unparseable lines are reported by ``load_ledger``)."""
+    return load_ledger(path).entries
 
 
 def ledger_entries(paths: StudyPaths) -> list[dict[str, Any]]:
@@ -155,26 +216,102 @@ def ledger_entries(paths: StudyPaths) -> list[dict[str, Any]]:
     return read_ledger(paths.ledger)
 
 
-def check_first_evaluation(path: str | Path, model_sha256: str, *, force: bool = False) -> list[dict[str, Any]]:
-    """Earlier evaluations of this model file; raises unless there are none or ``force`` is set.
+def _uses(ledger: Ledger, model_sha256: str, dataset: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """Earlier entries of this model on ``dataset``, and unreadable lines that mention the model."""
+    earlier = [e for e in ledger.entries
+               if e.get("model_sha256") == model_sha256 and e.get("dataset", "test") == dataset]
+    torn = [number for number, text in ledger.unreadable if model_sha256[:16] in text]
+    return earlier, torn
+
+
+def check_first_evaluation(path: str | Path, model_sha256: str, *, force: bool = False,
+                           dataset: str = "test") -> list[dict[str, Any]]:
+    """Earlier uses of this model file on ``dataset``; raises when there is one and ``force`` is not set.
+
+    A ``failed`` attempt (one that ended with an error and no metrics; its ``started`` and ``failed``
+    records share an ``attempt`` id) does not use the set up: the next evaluation goes ahead without
+    ``force``, and says so.
 
     Raises:
-        EvaluationError: the model was already evaluated on the test split and ``force`` is False.
+        EvaluationError: the model was already evaluated (or shown the images, or a torn ledger line
+            mentions it) and ``force`` is False.
     """
-    earlier = [e for e in read_ledger(path) if e.get("model_sha256") == model_sha256]
-    if earlier and not force:
-        first = earlier[0]
-        how = "evaluated" if any(e.get("status", "completed") == "completed" for e in earlier) else \
-            "shown to the model (an evaluation that did not complete)"
+    earlier, torn = _uses(load_ledger(path), model_sha256, dataset)
+    failed_attempts = {e.get("attempt") for e in earlier if e.get("status") == "failed" and e.get("attempt")}
+    uses = [e for e in earlier if e.get("status", "completed") != "failed"
+            and not (e.get("status") == "started" and e.get("attempt") in failed_attempts)]
+    if (uses or torn) and not force:
+        first = uses[0] if uses else {}
+        completed = any(e.get("status", "completed") == "completed" for e in uses)
+        how = "evaluated" if completed else "shown to the model (an evaluation that did not complete)"
+        when = f"at {first.get('time')}" if uses else f"(torn ledger line {torn[0]})"
         raise EvaluationError(
-            f"model {first.get('model')} (sha256 {model_sha256[:12]}…) was already {how} on the test split "
-            f"at {first.get('time')} (ledger {path}). The test set is used once; pass --force to evaluate again "
+            f"model {first.get('model', '')} (sha256 {model_sha256[:12]}…) was already {how} on {_set_name(dataset)} "
+            f"{when} (ledger {path}). Each set is used once; pass --force to evaluate again "
             "(the repeat is recorded in the ledger)."
         )
-    return earlier
+    failed = [e for e in earlier if e.get("status") == "failed"]
+    if failed and not uses and not torn:
+        log.info("note: the last evaluation of this model on %s failed (%s); evaluating again without --force, as "
+                 "nothing was reported", _set_name(dataset), failed[-1].get("reason", "no reason recorded"))
+    return uses
+
+
+def _set_name(dataset: str) -> str:
+    return "the test split" if dataset == "test" else f"the external set {dataset!r}"
 
 
 def record_evaluation(path: str | Path, entry: dict[str, Any]) -> None:
-    """Append one evaluation to the ledger."""
+    """Append one evaluation record to the ledger (on a line of its own, fsynced)."""
     append_line(path, json.dumps(entry, sort_keys=True))
 
+
+# --------------------------------------------------------------------------- the study lock
+_HELD: dict[str, list[Any]] = {}  # lock path -> [open file, depth]: the lock is re-entrant within a process
+
+
+@contextlib.contextmanager
+def study_lock(paths: StudyPaths, *, command: str) -> Iterator[None]:
+    """Hold the study's exclusive lock (``flock`` on ``.lock``) while the block runs.
+
+    The operating system releases it when the process ends, even by ``kill -9``: no stale lock. Nested
+    uses in one process (``finalize`` running ``confirm``) share it.
+
+    Raises:
+        StudyError: another process holds it ("study X is in use by PID N on HOST since T").
+    """
+    key = str(paths.lock.resolve()) if paths.lock.parent.exists() else str(paths.lock)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    handle = _acquire(paths, command)
+    _HELD[key] = [handle, 1]
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        handle.close()  # closing the descriptor releases the lock
+
+
+def _acquire(paths: StudyPaths, command: str) -> Any:
+    import fcntl
+
+    paths.root.mkdir(parents=True, exist_ok=True)
+    handle = open(paths.lock, "a+", encoding="utf-8")  # noqa: SIM115 - kept open while the lock is held
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise StudyError(f"study {paths.root.name} is in use by {holder}; wait for it to finish (or stop it), "
+                         "then run the command again") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"PID {os.getpid()} on {socket.gethostname()} since {utc_now()} ({command})\n")
+    handle.flush()
+    return handle

@@ -17,10 +17,10 @@ from typing import Any
 
 from hpstudy._log import quieted
 from hpstudy.boundary import boundary_lines
-from hpstudy.config import StudyConfig, resolve_config
+from hpstudy.config import StudyConfig, resolve_config, stage_config
 from hpstudy.errors import StudyError
 from hpstudy.paths import StudyPaths
-from hpstudy.records import read_state
+from hpstudy.records import read_state, study_lock
 from hpstudy.runtime import quiet_tensorflow
 from hpstudy.search.session import StudyOutcome
 from hpstudy.trials import load_trials, write_trials_csv
@@ -60,11 +60,11 @@ def run_study(config: StudyConfig | str | Path, *, data: str | Path | None = Non
     """
     quiet_tensorflow()
     config = resolve_config(config, data=data, overrides=overrides)
-    with quieted(not verbose):
-        paths = StudyPaths(config.study_dir)
+    paths = StudyPaths(config.study_dir)
+    with quieted(not verbose), study_lock(paths, command="search"):
         if overwrite and paths.root.exists():
             log.info("--overwrite: deleting the existing run %s", paths.root)
-            shutil.rmtree(paths.root)
+            _delete_run(paths)
         if distributed is not None:
             from hpstudy.search.distributed import run_chief
 
@@ -78,23 +78,41 @@ def run_study(config: StudyConfig | str | Path, *, data: str | Path | None = Non
         return run_here(config, fit_verbose=fit_verbose)
 
 
+def _delete_run(paths: StudyPaths) -> None:
+    """Delete a run directory, except the lock file this process holds (deleting it would free the study)."""
+    for child in paths.root.iterdir():
+        if child == paths.lock:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def export_trials(config: StudyConfig | str | Path) -> Path:
-    """Rebuild ``trials.csv`` from the tuner directory of a study; returns its path."""
-    config = resolve_config(config)
+    """Rebuild ``trials.csv`` from the tuner directory of a study; returns its path.
+
+    Raises:
+        StudyError: no search yet, a broken tuner file, a table that would lose finished trials, or
+            another process using the study.
+    """
+    config = stage_config(config, stage="export")
     paths = StudyPaths(config.study_dir)
     if not paths.tuner_dir.is_dir():
         raise StudyError(f"no tuner directory at {paths.tuner_dir}: run `hpstudy search` first")
-    write_trials_csv(paths.tuner_dir, paths.trials_csv, hp_names=config.search_space.names)
+    with study_lock(paths, command="export"):
+        write_trials_csv(paths.tuner_dir, paths.trials_csv, hp_names=config.search_space.names)
     return paths.trials_csv
 
 
 def study_status(config: StudyConfig | str | Path, *, top: int = 5) -> str:
-    """Progress, top trials and boundary flags of a study, as text."""
+    """Progress, top trials and boundary flags of a study, as text (read only: works while a search runs)."""
     config = resolve_config(config)
     paths = StudyPaths(config.study_dir)
     state = read_state(paths)
     if not state:
         return f"Study '{config.name}' has not been run yet ({paths.root} does not exist or is empty)."
+    config = stage_config(config, stage="status")
     table = load_trials(paths.root)
     counts = table["status"].value_counts().to_dict()
     planned = state.get("planned_trials")

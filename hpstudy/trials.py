@@ -21,9 +21,10 @@ import pandas as pd
 
 from hpstudy._io import atomic_path, read_json
 from hpstudy.errors import StudyError
-from hpstudy.paths import TRIAL_FILE, TRIAL_META_FILE, StudyPaths
+from hpstudy.paths import ORACLE_FILE, TRIAL_FILE, TRIAL_META_FILE, StudyPaths
 
-__all__ = ["BASE_COLUMNS", "trials_frame", "write_trials_csv", "load_trials", "best_trial", "completed_trials"]
+__all__ = ["BASE_COLUMNS", "trials_frame", "write_trials_csv", "load_trials", "best_trial", "completed_trials",
+           "check_tuner_files"]
 
 BASE_COLUMNS = ("trial_id", "status", "score", "best_epoch", "epochs_run", "seconds")
 # Which process ran the trial and its resident memory after the trial's cleanup (a leak climbs).
@@ -37,9 +38,9 @@ _HYPERBAND_KEYS = {
     "tuner/trial_id": "hb_parent",
 }
 def _trial_row(trial_dir: Path) -> dict[str, Any] | None:
-    trial = read_json(trial_dir / TRIAL_FILE, default=None)
-    if not isinstance(trial, dict):
+    if not (trial_dir / TRIAL_FILE).is_file():  # a trial directory Keras Tuner has not written into yet
         return None
+    trial = _tuner_file(trial_dir / TRIAL_FILE)
     meta = read_json(trial_dir / TRIAL_META_FILE, default=None) or {}
     values = trial.get("hyperparameters", {}).get("values", {})
     row: dict[str, Any] = {
@@ -97,7 +98,9 @@ def trials_frame(tuner_dir: str | Path, *, hp_names: Sequence[str] | None = None
 
     Returns:
         One row per trial, sorted by trial id, in the fixed column order of the module docstring.
-        Trials whose ``trial.json`` cannot be read (e.g. being written) are skipped.
+
+    Raises:
+        StudyError: a ``trial.json`` is not valid JSON (named, with what to do).
     """
     tuner_dir = Path(tuner_dir)
     rows = [row for d in sorted(tuner_dir.glob("trial_*")) if (row := _trial_row(d)) is not None]
@@ -108,11 +111,61 @@ def trials_frame(tuner_dir: str | Path, *, hp_names: Sequence[str] | None = None
 
 def write_trials_csv(tuner_dir: str | Path, csv_path: str | Path, *,
                      hp_names: Sequence[str] | None = None) -> pd.DataFrame:
-    """Rebuild the trials table and write it atomically to ``csv_path``; returns the table."""
+    """Rebuild the trials table and write it atomically to ``csv_path``; returns the table.
+
+    Raises:
+        StudyError: a tuner file is broken, or the new table would lose a finished trial the existing
+            ``trials.csv`` holds (it is then left as it is, and the missing trials are named).
+    """
     frame = trials_frame(tuner_dir, hp_names=hp_names)
+    _refuse_losing_trials(Path(csv_path), frame)
     with atomic_path(csv_path) as tmp:
         frame.to_csv(tmp, index=False)
     return frame
+
+
+_ENDED = ("COMPLETED", "FAILED")
+
+
+def _refuse_losing_trials(csv_path: Path, frame: pd.DataFrame) -> None:
+    if not csv_path.is_file():
+        return
+    try:
+        old = pd.read_csv(csv_path, dtype={"trial_id": str}, usecols=["trial_id", "status"])
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return  # not a readable table: nothing in it to keep
+    lost = sorted(set(old.loc[old["status"].isin(_ENDED), "trial_id"]) - set(frame["trial_id"]))
+    if lost:
+        raise StudyError(f"{csv_path} holds finished trial(s) {', '.join(lost)} that the tuner files no longer have "
+                         f"(tuner/trial_<id>/ missing); it was left as it is. Restore those trial folders, or move "
+                         f"{csv_path.name} away to write a table without them")
+
+
+def check_tuner_files(tuner_dir: str | Path) -> None:
+    """Refuse to go on with a broken Keras Tuner project: name the broken file and say what to do.
+
+    Raises:
+        StudyError: ``oracle.json`` or a ``trial_<id>/trial.json`` is not valid JSON.
+    """
+    tuner_dir = Path(tuner_dir)
+    for path in [tuner_dir / ORACLE_FILE, *sorted(tuner_dir.glob(f"trial_*/{TRIAL_FILE}"))]:
+        if path.is_file():
+            _tuner_file(path)
+
+
+def _tuner_file(path: Path) -> dict[str, Any]:
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as exc:
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        data, reason = None, problem
+    else:
+        reason = "not a JSON object"
+    if isinstance(data, dict):
+        return data
+    raise StudyError(f"{path} is broken ({reason}); it is Keras Tuner's record of the search and hpstudy cannot "
+                     "rebuild it. Restore it from a backup of the study folder; otherwise start the study again with "
+                     "--overwrite (copy trials.csv first: it keeps the finished trials' results)")
 
 
 def load_trials(study: str | Path) -> pd.DataFrame:

@@ -36,9 +36,9 @@ SPLITS = ("train", "val", "test")
 
 # --------------------------------------------------------------------------- helpers
 def snapshot(folder: Path) -> dict[str, str]:
-    """SHA-1 of every file under ``folder`` (relative path -> digest)."""
+    """SHA-1 of every file under ``folder`` (relative path -> digest), but the lock (it names its holder)."""
     return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 def fails(argv: list[str], capsys: pytest.CaptureFixture, *culprits: str, code: int = 1) -> str:
@@ -329,8 +329,8 @@ def test_the_test_set_is_evaluated_once(study: Path, capsys: pytest.CaptureFixtu
 
 def test_finalize_before_search(study: Path, capsys: pytest.CaptureFixture) -> None:
     edit_yaml(study, name="fresh")
-    fails(["finalize", str(study)], capsys, "no trials table", "fresh/trials.csv", "run `hpstudy search` first")
-    fails(["export", str(study)], capsys, "no tuner directory", "run `hpstudy search` first")
+    fails(["finalize", str(study)], capsys, "has not been searched yet", "fresh/study.yaml", "run `hpstudy search")
+    fails(["export", str(study)], capsys, "has not been searched yet", "run `hpstudy search")
 
 
 # --------------------------------------------------------------------------- property-based, through the CLI

@@ -231,7 +231,7 @@ def test_shipped_spaces_cover_the_course_hyperparameters() -> None:
 
 
 def test_demo_study_is_tiny() -> None:
-    demo = load_study(ROOT / "studies/demo.yaml")
+    demo = load_study(ROOT / "studies/tiny_cnn.yaml")
     assert demo.family == "baseline_cnn" and demo.image_size == (32, 32) and demo.oracle.trial_epochs <= 3
     assert demo.search_space_path == ROOT / "search_spaces/demo_cnn.yaml"
 
@@ -316,12 +316,12 @@ BAD_STUDIES = [
     ({"early_stopping": {"monitor": "loss"}}, r"early_stopping\.monitor: must be a validation metric"),
     ({"early_stopping": {"patiense": 3}}, r"early_stopping\.patiense: unknown key .*did you mean 'patience'"),
     ({"image_size": 16}, r"image_size: sides must be >= 32 px.*but got 16"),
-    ({"image_size": [128, "wide"]}, r"image_size: must be a finite number, but got 'wide'"),
+    ({"image_size": [128, "wide"]}, r"image_size: must be a whole number, but got 'wide'"),
     ({"image_size": [64, 64, 3]}, r"image_size: must be one size or \[height, width\]"),
     ({"normalization": "minmax"}, r"normalization: must be one of fixed, dataset, per_image, but got 'minmax'"),
     ({"leak_check": "ignore"}, r"leak_check: must be one of warn, error, off, but got 'ignore'"),
     ({"executions_per_trial": 0}, r"executions_per_trial: must be >= 1, but got 0"),
-    ({"seed": "abc"}, r"seed: must be a finite number, but got 'abc'"),
+    ({"seed": "abc"}, r"seed: must be a whole number, but got 'abc'"),
     ({"weights": "backbone.h5"}, r"weights: a weights file only applies to family resnet50v2_head"),
     ({"finetune": {"unfreeze": "some"}}, r"finetune\.unfreeze: must be one of all, top_blocks, from_layer, but got 'some'"),
     ({"finetune": {"unfreeze": "from_layer"}}, r"finetune\.from_layer: is required when unfreeze is from_layer"),

@@ -207,7 +207,8 @@ def test_feature_cache_configuration() -> None:
 # --------------------------------------------------------------------------- a whole study
 def test_cached_resnet_study_searches_finalizes_and_refuses_a_changed_cache(sample_data: Path, tmp_path: Path,
                                                                             capsys: pytest.CaptureFixture) -> None:
-    from hpstudy.data.prepare import prepare_data, resolve_source
+    from hpstudy.data.discover import resolve_source
+    from hpstudy.data.prepare import prepare_data
     from hpstudy.finalize import finalize_study
     from hpstudy.study import run_study
 

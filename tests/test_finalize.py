@@ -30,9 +30,9 @@ def test_final_epochs_keeps_or_scales_the_best_epoch() -> None:
 def test_finalize_before_search_is_refused(sample_data: Path, tmp_path: Path) -> None:
     study_yaml = write_study(tmp_path / "studies", "nosearch", sample_data, {"type": "random", "max_trials": 1,
                                                                              "epochs": 1})
-    with pytest.raises(StudyError, match="no trials table .*trials.csv: run `hpstudy search`"):
+    with pytest.raises(StudyError, match="has not been searched yet .*study.yaml is missing.*run `hpstudy search"):
         finalize_study(study_yaml)
-    with pytest.raises(StudyError, match="no final model .*run `hpstudy finalize`"):
+    with pytest.raises(StudyError, match="has not been searched yet"):
         evaluate_study(study_yaml)
 
 

@@ -28,6 +28,7 @@ from hpstudy.config._values import (
     UNFREEZE_POLICIES,
     WEIGHT_SUFFIXES,
 )
+from hpstudy.config.frozen import AFTER_SEARCH, frozen_fingerprint, stage_config
 from hpstudy.config.sections import (
     EarlyStopping,
     FeatureCacheConfig,
@@ -45,5 +46,5 @@ __all__ = [
     "UNFREEZE_POLICIES", "WEIGHT_SUFFIXES", "LEAK_SEVERITIES", "NORMALIZATIONS", "Augmentation", "STUDY_KEYS",
     "HyperParam", "SearchSpace", "load_search_space", "parse_search_space", "OracleConfig", "Objective",
     "EarlyStopping", "FinalizeConfig", "FinetuneConfig", "FeatureCacheConfig", "StudyConfig", "load_study",
-    "parse_study", "diff_configs", "resolve_config",
+    "parse_study", "diff_configs", "resolve_config", "stage_config", "frozen_fingerprint", "AFTER_SEARCH",
 ]

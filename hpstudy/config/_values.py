@@ -110,7 +110,10 @@ def integer(value: Any, at: At, *, minimum: int | None = None) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         whole = value
     else:
-        real = number(value, at)
+        try:
+            real = number(value, at)
+        except ConfigError:
+            real = math.nan
         if not real.is_integer():
             raise at.error(f"must be a whole number, but got {value!r}")
         whole = int(real)

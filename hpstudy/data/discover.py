@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpstudy.errors import DataError
+from hpstudy.errors import DataError, StudyError
 
-__all__ = ["SPLITS", "IMAGE_SUFFIXES", "ImageRecord", "DataSource", "discover", "read_image", "file_sha1"]
+__all__ = ["SPLITS", "TRAINING_SPLITS", "IMAGE_SUFFIXES", "ImageRecord", "DataSource", "discover", "read_image",
+           "file_sha1", "resolve_source", "check_fingerprint"]
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -362,3 +363,34 @@ def _decode_failure(data: bytes, kind: str, message: str) -> str:
         return f"truncated {kind} ({len(data)} bytes, end marker missing)"
     detail = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", message).strip().splitlines()[0]
     return f"corrupt {kind} data ({detail})"
+
+
+# --------------------------------------------------------------------------- a study's data
+TRAINING_SPLITS = ("train", "val")
+
+
+def resolve_source(data: str | Path | None, *, positive_class: str | None = None,
+                   expected_fingerprint: str | None = None) -> DataSource:
+    """Discover a data folder or zip, verifying only the training splits (the test split stays closed).
+
+    With ``expected_fingerprint`` (the search's), the training and validation images must be the ones the
+    search used.
+
+    Raises:
+        StudyError: no data given, or other training/validation images than the search's.
+        DataError: the folder or archive is not usable.
+    """
+    if data is None:
+        raise StudyError("no data given: set `data:` in the study YAML or pass --data PATH")
+    source = discover(data, positive_class=positive_class, verify=TRAINING_SPLITS)
+    check_fingerprint(source, expected_fingerprint)
+    return source
+
+
+def check_fingerprint(source: DataSource, expected: str | None) -> None:
+    """Refuse training/validation images other than those of fingerprint ``expected`` (None: no check)."""
+    found = source.fingerprint(splits=TRAINING_SPLITS)
+    if expected is not None and found != expected:
+        raise StudyError(f"the training/validation images at {source.root} are not the ones the search used "
+                         f"(fingerprint {found[:12]}…, the search's {expected[:12]}…): pass --data with the "
+                         "search's data")

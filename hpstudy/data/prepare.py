@@ -13,14 +13,12 @@ from typing import Any
 import numpy as np
 
 from hpstudy._io import atomic_write_json, read_json
-from hpstudy.data.discover import DataSource, discover
+from hpstudy.data.discover import TRAINING_SPLITS, DataSource
 from hpstudy.data.leak import check_leaks
 from hpstudy.data.pipeline import Normalizer, load_split
 from hpstudy.errors import DataError, StudyError
 
-__all__ = ["PreparedData", "prepare_data", "load_data_stats", "resolve_source", "ordered_class_names"]
-
-TRAINING_SPLITS = ("train", "val")
+__all__ = ["PreparedData", "prepare_data", "load_data_stats", "ordered_class_names"]
 
 
 @dataclass(frozen=True)
@@ -38,13 +36,6 @@ class PreparedData:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (*self.image_size, int(self.x_train.shape[-1]))
-
-
-def resolve_source(data: str | Path | None, *, positive_class: str | None = None) -> DataSource:
-    """Discover a data folder or zip, verifying only the training splits (the test split stays closed)."""
-    if data is None:
-        raise StudyError("no data given: set `data:` in the study YAML or pass --data PATH")
-    return discover(data, positive_class=positive_class, verify=TRAINING_SPLITS)
 
 
 def prepare_data(source: DataSource, *, image_size: tuple[int, int], normalization: str,

@@ -17,7 +17,7 @@ import yaml
 
 from hpstudy.errors import StudyError
 from hpstudy.paths import StudyPaths
-from hpstudy.records import read_state
+from hpstudy.records import read_frozen, read_state
 from hpstudy.trials import load_trials
 
 __all__ = ["StudyRun", "load_run", "compatibility_notes"]
@@ -98,16 +98,6 @@ def _resolve(study: Any) -> tuple[Path, Path | None]:
     return Path(load_study(path).study_dir), path
 
 
-def _read_frozen(paths: StudyPaths) -> dict[str, Any]:
-    try:
-        document = yaml.safe_load(paths.frozen_config.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except yaml.YAMLError as exc:
-        raise StudyError(f"{paths.frozen_config} is not valid YAML: {exc}") from exc
-    return document if isinstance(document, dict) else {}
-
-
 def load_run(study: Any) -> StudyRun:
     """Read the frozen configuration, state and trials table of one study.
 
@@ -116,7 +106,7 @@ def load_run(study: Any) -> StudyRun:
     """
     root, source = _resolve(study)
     paths = StudyPaths(root)
-    frozen = _read_frozen(paths)
+    frozen = read_frozen(paths)
     name = (frozen.get("config") or {}).get("name") or getattr(study, "name", None) or root.name
     try:
         trials: pd.DataFrame | None = load_trials(root)

@@ -18,16 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hpstudy._io import atomic_write_text, format_duration, remove_orphaned_temporaries, utc_now
+from hpstudy._io import format_duration, remove_orphaned_temporaries, utc_now
 from hpstudy.boundary import boundary_flags, boundary_lines
 from hpstudy.config import StudyConfig, diff_configs
 from hpstudy.errors import ConfigError, StudyError
 from hpstudy.paths import StudyPaths
-from hpstudy.records import read_state, update_state
+from hpstudy.records import read_frozen, read_state, update_state, write_frozen
 from hpstudy.runtime import configure_devices, package_versions, seed_everything
-from hpstudy.trials import best_trial, write_trials_csv
+from hpstudy.trials import best_trial, check_tuner_files, write_trials_csv
 
 __all__ = ["RESUMABLE_CHANGES", "StudyOutcome", "Session", "CachedSearch", "freeze_or_check", "prepare",
            "build_tuner", "run_search", "conclude", "run_here", "summary_text"]
@@ -90,12 +88,8 @@ def freeze_or_check(config: StudyConfig, paths: StudyPaths, fingerprint: str, *,
         StudyError: the configuration or the training/validation data changed, or study.yaml is broken.
     """
     current = config.to_dict()
-    if paths.frozen_config.exists():
-        try:
-            frozen = yaml.safe_load(paths.frozen_config.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise StudyError(f"{paths.frozen_config} is not valid YAML ({exc}); it is written by hpstudy: restore "
-                             "it, or pass --overwrite to delete the run and start again") from None
+    frozen = read_frozen(paths)
+    if frozen:
         differences = _significant_diff(frozen.get("config", {}), current)
         if frozen.get("data_fingerprint") not in (None, fingerprint):
             differences.append(f"data fingerprint: {frozen['data_fingerprint'][:12]}… -> {fingerprint[:12]}…"
@@ -108,9 +102,8 @@ def freeze_or_check(config: StudyConfig, paths: StudyPaths, fingerprint: str, *,
             )
     if not write:
         return
-    document = {"config": current, "seed": config.seed, "data_fingerprint": fingerprint,
-                "versions": package_versions(), "frozen_at": utc_now()}
-    atomic_write_text(paths.frozen_config, yaml.safe_dump(document, sort_keys=False))
+    write_frozen(paths, {"config": current, "seed": config.seed, "data_fingerprint": fingerprint,
+                         "versions": package_versions(), "frozen_at": utc_now()})
 
 
 def cached_search(config: StudyConfig, prepared: Any, cache_dir: Path) -> CachedSearch | None:
@@ -139,27 +132,33 @@ def cached_search(config: StudyConfig, prepared: Any, cache_dir: Path) -> Cached
 def prepare(config: StudyConfig, *, chief: bool = True) -> Session:
     """Make a study ready to search (see the module docstring).
 
-    ``chief=False`` is a distributed worker: it checks the configuration against the chief's frozen
-    copy, skips the leak check and writes no statistics (the chief did both).
+    The data and the configuration are checked before TensorFlow is imported, so a mistake there is
+    reported at once. ``chief=False`` is a distributed worker: it checks the configuration against the
+    chief's frozen copy, skips the leak check and writes no statistics (the chief did both).
 
     Raises:
-        ConfigError, DataError: bad configuration or data.
+        ConfigError, DataError, LeakError: bad configuration or data.
         StudyError: no data given, or a changed configuration or data.
     """
-    from hpstudy.data.prepare import prepare_data, resolve_source
+    from hpstudy.data.discover import resolve_source
+    from hpstudy.data.leak import check_leaks
 
     paths = StudyPaths(config.study_dir)
     source = resolve_source(config.data, positive_class=config.positive_class)
     if chief:
         paths.root.mkdir(parents=True, exist_ok=True)
         remove_orphaned_temporaries(paths.root)  # e.g. a finished trial's file whose rewrite was killed
+    check_tuner_files(paths.tuner_dir)
     freeze_or_check(config, paths, source.fingerprint(splits=("train", "val")), write=chief)
     finished_before = chief and read_state(paths).get("status") == "finished"
+    if chief:
+        check_leaks(source, severity=config.leak_check, out_csv=paths.leaks_csv, splits=("train", "val"))
+    from hpstudy.data.prepare import prepare_data  # imports TensorFlow
+
     seed_everything(config.seed, deterministic=config.deterministic)
     configure_devices(mixed_precision=config.mixed_precision)
     prepared = prepare_data(source, image_size=config.image_size, normalization=config.normalization,
-                            leak_check=config.leak_check if chief else "off",
-                            leaks_csv=paths.leaks_csv if chief else None, cache_dir=paths.cache_dir,
+                            leak_check="off", cache_dir=paths.cache_dir,
                             stats_path=paths.data_stats if chief else None)
     return Session(config, paths, prepared, cached_search(config, prepared, paths.cache_dir), finished_before)
 

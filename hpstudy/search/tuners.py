@@ -25,7 +25,7 @@ import pandas as pd
 from hpstudy import _kt_compat as compat
 from hpstudy._io import atomic_path, atomic_write_json, read_json
 from hpstudy.models.training import history_frame
-from hpstudy.paths import HISTORY_FILE, TRIAL_META_FILE
+from hpstudy.paths import HISTORY_FILE, ORACLE_FILE, TRIAL_META_FILE
 from hpstudy.runtime import resident_mib
 
 __all__ = ["TUNERS", "make_tuner", "trial_seed", "repair_reloaded_oracle", "planned_trials", "planned_epochs"]
@@ -228,7 +228,7 @@ def _mark_reloadable(project: Path, overwrite: bool) -> None:
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
     marker = project / f"{tuner_id}.json"
     worker = "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in tuner_id
-    if not overwrite and not worker and (project / "oracle.json").is_file() and not marker.exists():
+    if not overwrite and not worker and (project / ORACLE_FILE).is_file() and not marker.exists():
         atomic_write_json(marker, {})
 
 
