@@ -62,15 +62,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
-def write_problem(exc: BaseException) -> str | None:
-    """A one-line description of a write the user can fix (disk full, read-only...), else None."""
+def write_problem(exc: BaseException, *, rerun: bool = True) -> str | None:
+    """A one-line description of a write the user can fix (disk full, read-only...), else None.
+
+    ``rerun`` adds that what was written is kept and the same command goes on from there.
+    """
     if not isinstance(exc, OSError) or exc.errno not in WRITE_ERRNOS:
         return None
     where = f" {exc.filename}" if exc.filename else ""
     hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space within the quota",
             errno.EROFS: "the file system is read-only: use a writable copy of the study folder"}.get(
         exc.errno, "check the folder's permissions")
-    return f"cannot write{where}: {exc.strerror} ({hint}); what was already written is kept, run the same command again"
+    tail = "; what was already written is kept, run the same command again" if rerun else ""
+    return f"cannot write{where}: {exc.strerror} ({hint}){tail}"
 
 
 # Temporary files are named ``.<stem>.hpstmp<host>.<pid>-<random><suffix>.tmp<suffix>``: a later write of

@@ -210,8 +210,8 @@ def _draw(config: StudyConfig, paths: StudyPaths, model: str, test: _TestSet, pr
         if not write_problem(exc):
             raise
         raise StudyError(f"the metrics are saved ({paths.metrics_json(model)}), but the figures could not be drawn: "
-                         f"{write_problem(exc)}; running `hpstudy evaluate` again draws them from the saved "
-                         "predictions (no new evaluation)") from exc
+                         f"{write_problem(exc, rerun=False)}; run `hpstudy evaluate` again to draw them from the "
+                         "saved predictions (no new evaluation)") from exc
 
 
 def _completed(paths: StudyPaths, model: str, sha: str) -> dict[str, Any] | None:

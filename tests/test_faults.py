@@ -141,7 +141,7 @@ def test_disk_full_while_drawing_keeps_the_metrics_and_a_rerun_draws_the_figures
     real = figures.plot_roc
     monkeypatch.setattr(figures, "plot_roc", lambda *a, **k: (_ for _ in ()).throw(
         OSError(errno.ENOSPC, "No space left on device", str(paths.evaluation_of("final") / "roc.png"))))
-    fails(["evaluate", str(study)], capsys, "the metrics are saved", "roc.png", "draws them from the saved")
+    fails(["evaluate", str(study)], capsys, "the metrics are saved", "roc.png", "draw them from the saved")
     assert paths.metrics_json("final").is_file() and statuses(paths) == ["started", "completed"]
     monkeypatch.setattr(figures, "plot_roc", real)
     assert main(["evaluate", str(study)]) == 0
