@@ -15,7 +15,7 @@ import pandas as pd
 
 from hpstudy.trials import completed_trials
 
-__all__ = ["boundary_flags", "boundary_lines"]
+__all__ = ["boundary_flags", "boundary_lines", "conditional_parent", "active_mask"]
 
 # Hyperparameters that only act when another one allows it (momentum for sgd only; the dense layers'
 # width and dropout only when there is a dense layer): a boundary flag on them is meaningless for trials
@@ -191,3 +191,14 @@ def boundary_lines(flags: Sequence[Mapping[str, Any]]) -> list[str]:
             lines.append(f"boundary: {flag['hyperparameter']}={flag['best_value']:g} is at the {flag['side']} end "
                          f"of its range ({flag['trials_at_limit']} of the best trials): {flag['suggestion']}.")
     return lines
+
+
+def conditional_parent(name: str) -> str | None:
+    """The hyperparameter whose value decides whether ``name`` acts (optimizer for momentum), or None."""
+    return _ACTIVE_WHEN.get(name, (None, None))[0]
+
+
+def active_mask(trials: pd.DataFrame, name: str) -> pd.Series:
+    """True for the trials in which ``name`` had an effect (always, unless it is conditional and its
+    condition failed, e.g. momentum when the optimizer is not sgd)."""
+    return _active(trials, name)

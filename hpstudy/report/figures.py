@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from hpstudy._io import atomic_path
 from hpstudy.report.compare import ComparisonData, HpRelation
 
-__all__ = ["plot_best_so_far", "plot_hyperparameters", "plot_learning_curves", "time_unit"]
+__all__ = ["plot_best_so_far", "plot_hyperparameters", "plot_learning_curves", "time_unit", "study_color"]
 
 _DPI = 100
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -33,6 +33,11 @@ def _save(figure: Figure, path: Path) -> Path:
 
 def _color(index: int) -> str:
     return _COLORS[index % len(_COLORS)]
+
+
+def study_color(index: int) -> str:
+    """The colour of the study at position ``index`` of a report, the same in every figure."""
+    return _color(index)
 
 
 def time_unit(max_seconds: float) -> tuple[float, str]:
