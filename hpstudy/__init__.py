@@ -40,6 +40,7 @@ _LAZY = {
     "trials_frame": "hpstudy.trials",
     "best_trial": "hpstudy.trials",
     "boundary_flags": "hpstudy.boundary",
+    "hyperparameter_importance": "hpstudy.report.importance",
     "finalize_study": "hpstudy.finalize",
     "evaluate_study": "hpstudy.evaluate",
     "gradcam_study": "hpstudy.explain",

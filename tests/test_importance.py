@@ -6,6 +6,7 @@ trials, conditional hyperparameters, the EDF and parallel-coordinates data, tria
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from hpstudy.report import write_report
+from hpstudy.report import load_run, write_report
 from hpstudy.report.fanova import leaf_boxes, main_effect_fractions, tree_main_effects
 from hpstudy.report.hp_axes import hp_axes
 from hpstudy.report.importance import MIN_TRIALS, hyperparameter_importance
@@ -112,6 +113,7 @@ def test_a_planted_hyperparameter_ranks_first(planted: str, with_space: bool) ->
     assert result.mean.sum() == pytest.approx(1.0)
     assert result.per_seed.shape == (5, len(result.names)) and np.all(result.sd >= 0) and result.sd.max() > 0
     assert 0.5 < result.main_effect_share <= 1.0 + 1e-9
+    assert planted not in result.below_reference() and result.reference[0] < 0.1 < result.mean.max()
     table = result.table()
     assert table["hyperparameter"].iloc[0] == planted and table["importance"].is_monotonic_decreasing
 
@@ -136,6 +138,8 @@ def test_inactive_momentum_does_not_take_the_optimizers_importance() -> None:
     row = result.table().set_index("hyperparameter").loc["momentum"]
     assert row["active in trials"] == f"{sgd}/40" and row["acts when"] == "optimizer = sgd"
     assert any("momentum" in line and "replaced by a random one" in line for line in result.notes())
+    assert "optimizer" not in result.below_reference()
+    assert any(line.startswith("A column of random numbers") for line in result.notes())
 
 
 def test_missing_inactive_values_and_a_never_active_hyperparameter() -> None:
@@ -253,7 +257,7 @@ def test_report_has_the_section_and_the_comparison_edf(tmp_path: Path) -> None:
                      "forest seeds 0, 1, 2, 3, 4", "Most important: learning_rate", "optimizer = sgd",
                      "replaced by a random one", "Parallel coordinates of the completed trials",
                      "Distribution of the trial scores (EDF)", "Validation curves of all trials",
-                     "red: the best trial"):
+                     "red: the best trial", "vs random column", "A column of random numbers"):
         assert expected in views, expected
     other = text[text.index('id="study-few-views"'):text.index('id="study-few-final"')]
     assert "needs at least 3" in other and "trial ends): 00." in other
@@ -273,3 +277,22 @@ def test_a_study_without_completed_trials_says_so(tmp_path: Path) -> None:
                           explore=False, finalized=False, evaluated=False)
     text = write_report([run], out_dir=tmp_path / "out").html.read_text()
     assert "No completed trial yet, so there is no importance and no trial view" in text
+
+
+def test_real_tiny_search_gets_importance_and_every_trials_curve(sample_data: Path, tmp_path: Path) -> None:
+    """End to end on the sample images: 3 random-search trials of 1 epoch at 32 px, then the report."""
+    from hpstudy.study import run_study
+    from tests.test_study import write_study
+
+    study_yaml = write_study(tmp_path / "studies", "tiny", sample_data,
+                             {"type": "random", "max_trials": MIN_TRIALS, "epochs": 1})
+    run_study(study_yaml, verbose=False)
+    run = load_run(study_yaml)
+    assert run.trials is not None and (run.trials["status"] == "COMPLETED").sum() == MIN_TRIALS
+    result = write_report([study_yaml], out_dir=tmp_path / "out")
+    text = result.html.read_text()
+    views = text[text.index('id="study-tiny-views"'):text.index('id="study-tiny-final"')]
+    assert "Most important:" in views and re.search(r"Only 3 completed trials for \d varied", views)  # flagged
+    assert "have no val_auc history" not in views  # every trial's history.csv was found in the tuner folder
+    names = {p.name for p in result.figures if p.parent.name == "tiny"}
+    assert {"importance.png", "parallel_coordinates.png", "score_edf.png", "trial_curves.png"} <= names

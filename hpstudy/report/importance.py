@@ -25,6 +25,11 @@ So a conditional hyperparameter's importance is its main effect over all trials,
 effect inside the active trials alone shows up as an interaction with its parent, which main effects do
 not count); the table says in how many trials each one acted.
 
+A reference. Every forest also gets a column of uniform random numbers (Boruta's "shadow feature"
+idea): its importance, on the same scale as the hyperparameters' (which alone sum to 1), is what a
+hyperparameter with no effect gets from the forest fitting noise. The error bars show the forest's
+randomness, not the noise of the scores; the reference shows the latter.
+
 Few trials. Below ``MIN_TRIALS`` completed trials, or when every score is the same, nothing is computed
 and the reason is given. Below two trials per varied hyperparameter the importances are computed but
 flagged as unreliable. A hyperparameter with a single value among the completed trials is left out
@@ -66,6 +71,7 @@ class Importance:
     few_trials: bool = False
     reason: str | None = None
     n_trees: int = 64
+    reference: tuple[float, float] | None = None
 
     def ranking(self) -> list[str]:
         """Hyperparameter names, most important first (ties: declaration order)."""
@@ -79,10 +85,17 @@ class Importance:
             index = self.names.index(name)
             rows.append({"hyperparameter": name, "importance": float(self.mean[index]),
                          "sd over forest seeds": float(self.sd[index]),
+                         "vs random column": "at or below" if name in self.below_reference() else "above",
                          "active in trials": f"{self.active.get(name, self.n_trials)}/{self.n_trials}",
                          "acts when": self.conditional.get(name, "always")})
-        return pd.DataFrame(rows, columns=["hyperparameter", "importance", "sd over forest seeds",
+        return pd.DataFrame(rows, columns=["hyperparameter", "importance", "sd over forest seeds", "vs random column",
                                            "active in trials", "acts when"])
+
+    def below_reference(self) -> list[str]:
+        """Hyperparameters whose importance is not above the random reference column's (no effect seen)."""
+        if self.reference is None:
+            return []
+        return [n for n in self.ranking() if self.mean[self.names.index(n)] <= self.reference[0]]
 
     def notes(self) -> list[str]:
         """Sentences a reader needs next to the numbers (few trials, inactive values, left-out names)."""
@@ -98,6 +111,14 @@ class Importance:
                          + ". In the trials where they did nothing, their value is replaced by a random one from "
                            "their range (noise to the forest, as it was to the model), so their importance is "
                            "their effect averaged over all trials.")
+        if self.reference is not None:
+            below = self.below_reference()
+            lines.append(f"A column of random numbers, fitted alongside as a reference, gets {self.reference[0]:.3f} "
+                         f"± {self.reference[1]:.3f} on the same scale: "
+                         + (f"{', '.join(below)} did no better, so no effect of them can be seen in these trials. "
+                            if below else "every hyperparameter did better. ")
+                         + "Doing better is not proof of an effect: with many hyperparameters, one of them beats a "
+                           "single random column by chance.")
         if self.not_varied:
             lines.append("Left out, having a single value among the completed trials: " + ", ".join(self.not_varied)
                          + ".")
@@ -207,16 +228,20 @@ def hyperparameter_importance(trials: pd.DataFrame, *, space: Any = None, seed: 
     if not axes or np.ptp(y) == 0:
         what = "no hyperparameter took two values" if not axes else "every completed trial has the same score"
         return _skip(f"No hyperparameter importance: {what}.", len(done), seeds, not_varied)
-    bounds = np.array([axis.bounds for axis in axes])
-    per_seed, shares = np.zeros((n_seeds, len(axes))), []
+    bounds = np.array([axis.bounds for axis in axes] + [(0.0, 1.0)])  # last: the random reference column
+    per_seed, reference, shares = np.zeros((n_seeds, len(axes))), np.zeros(n_seeds), []
     for row, forest_seed in enumerate(seeds):
-        x = _design(done, axes, y, np.random.default_rng(forest_seed))
+        rng = np.random.default_rng(forest_seed)
+        x = np.column_stack([_design(done, axes, y, rng), rng.uniform(0.0, 1.0, size=len(done))])
         fractions = _forest_fractions(x, y, bounds, forest_seed, n_trees)
-        shares.append(float(fractions.sum()))
-        per_seed[row] = fractions / fractions.sum() if fractions.sum() > 0 else fractions
+        total = float(fractions[:-1].sum())
+        shares.append(total)
+        per_seed[row], reference[row] = (fractions[:-1] / total, fractions[-1] / total) if total > 0 else (0.0, 0.0)
+    ddof = min(1, n_seeds - 1)
     return Importance(
-        names=[a.name for a in axes], mean=per_seed.mean(axis=0), sd=per_seed.std(axis=0, ddof=min(1, n_seeds - 1)),
+        names=[a.name for a in axes], mean=per_seed.mean(axis=0), sd=per_seed.std(axis=0, ddof=ddof),
         per_seed=per_seed, main_effect_share=float(np.mean(shares)), n_trials=len(done), seeds=seeds,
+        reference=(float(reference.mean()), float(reference.std(ddof=ddof))),
         active={a.name: int((~a.inactive(done)).sum()) for a in axes},
         conditional={a.name: _condition(done, a) for a in axes if a.parent and f"hp_{a.parent}" in done.columns},
         not_varied=not_varied, few_trials=len(done) < _TRIALS_PER_HP * len(axes), n_trees=n_trees)

@@ -43,6 +43,11 @@ def plot_importance(importance: Importance, path: str | Path, *, title: str = ""
     axis = figure.subplots()
     axis.barh(range(len(names)), importance.mean[index], xerr=importance.sd[index], color="#1f77b4",
               ecolor="black", capsize=3)
+    if importance.reference is not None:
+        mean, sd = importance.reference
+        axis.axvspan(max(0.0, mean - sd), mean + sd, color="grey", alpha=0.15, lw=0)
+        axis.axvline(mean, color="grey", ls="--", lw=1.2, label="a random column (no effect): mean ± sd")
+        axis.legend(fontsize=8, loc="lower right")
     axis.set_yticks(range(len(names)), labels)
     axis.set_xlim(0, max(1.0, float(np.max(importance.mean + importance.sd))) * 1.02)
     axis.set_xlabel(f"share of the explained variance (main effects, normalised); mean ± sd over "
