@@ -154,12 +154,27 @@ def test_missing_inactive_values_and_a_never_active_hyperparameter() -> None:
     assert "Left out, having a single value" in " ".join(never.notes())
 
 
+def test_a_hyperband_configuration_counts_once_at_its_longest_training() -> None:
+    trials = fake_trials(PLANTED["learning_rate"], n=12).assign(hb_parent=None)
+    continued = trials.iloc[:3].assign(trial_id=["20", "21", "22"], hb_parent=["00", "01", "02"],
+                                       score=trials["score"].iloc[:3] + 0.05)
+    result = hyperparameter_importance(pd.concat([trials, continued]), space=SPACE, n_seeds=1)
+    assert result.n_trials == 12 and result.continued == 3
+    assert "3 Hyperband trial(s) continued by a later trial are counted once" in result.notes()[0]
+    assert result.warnings() == []
+    read_back = pd.concat([trials, continued]).assign(trial_id=lambda f: f["trial_id"].astype(int),
+                                                       hb_parent=lambda f: f["hb_parent"].astype(float))
+    assert hyperparameter_importance(read_back, space=SPACE, n_seeds=1).continued == 3
+
+
 def test_too_few_trials_are_skipped_or_flagged() -> None:
     few = hyperparameter_importance(fake_trials(PLANTED["dropout"], n=MIN_TRIALS - 1), space=SPACE)
     assert few.reason is not None and "needs at least 3" in few.reason and few.names == []
+    assert few.warnings() == [few.reason]
     flagged = hyperparameter_importance(fake_trials(PLANTED["dropout"], n=8), space=SPACE)
     assert flagged.reason is None and flagged.few_trials
-    assert "unreliable" in flagged.notes()[0] and "8 completed trials for 6" in flagged.notes()[0]
+    assert len(flagged.warnings()) == 1 and "Only 8 completed trials for 6" in flagged.warnings()[0]
+    assert "unreliable" in flagged.warnings()[0] and not any("unreliable" in n for n in flagged.notes())
     flat = fake_trials(PLANTED["dropout"], n=6).assign(score=0.5)
     assert "same score" in hyperparameter_importance(flat).reason
     failed = fake_trials(PLANTED["dropout"], n=6).assign(status="FAILED")

@@ -30,6 +30,9 @@ idea): its importance, on the same scale as the hyperparameters' (which alone su
 hyperparameter with no effect gets from the forest fitting noise. The error bars show the forest's
 randomness, not the noise of the scores; the reference shows the latter.
 
+Hyperband. A trial that a later trial continued (``hb_parent``) is the same configuration trained for
+fewer epochs; it is left out, so that each configuration counts once, at its longest training.
+
 Few trials. Below ``MIN_TRIALS`` completed trials, or when every score is the same, nothing is computed
 and the reason is given. Below two trials per varied hyperparameter the importances are computed but
 flagged as unreliable. A hyperparameter with a single value among the completed trials is left out
@@ -72,6 +75,7 @@ class Importance:
     reason: str | None = None
     n_trees: int = 64
     reference: tuple[float, float] | None = None
+    continued: int = 0
 
     def ranking(self) -> list[str]:
         """Hyperparameter names, most important first (ties: declaration order)."""
@@ -97,13 +101,21 @@ class Importance:
             return []
         return [n for n in self.ranking() if self.mean[self.names.index(n)] <= self.reference[0]]
 
-    def notes(self) -> list[str]:
-        """Sentences a reader needs next to the numbers (few trials, inactive values, left-out names)."""
+    def warnings(self) -> list[str]:
+        """Why there is no importance, or why it is unreliable (shown highlighted)."""
         lines = [] if self.reason is None else [self.reason]
         if self.few_trials:
             lines.append(f"Only {self.n_trials} completed trials for {len(self.names)} varied hyperparameters "
                          f"(fewer than {_TRIALS_PER_HP} per hyperparameter): the importances are computed but "
                          "unreliable; read them as a hint, not a ranking.")
+        return lines
+
+    def notes(self) -> list[str]:
+        """Sentences a reader needs next to the numbers: which trials, inactive values, the reference."""
+        lines = []
+        if self.continued:
+            lines.append(f"{self.continued} Hyperband trial(s) continued by a later trial are counted once, at "
+                         "their longest training (the later trial).")
         inactive = [f"{n} ({self.active[n]}/{self.n_trials})" for n in self.names
                     if n in self.conditional and self.active.get(n, self.n_trials) < self.n_trials]
         if inactive:
@@ -112,17 +124,21 @@ class Importance:
                            "their range (noise to the forest, as it was to the model), so their importance is "
                            "their effect averaged over all trials.")
         if self.reference is not None:
-            below = self.below_reference()
-            lines.append(f"A column of random numbers, fitted alongside as a reference, gets {self.reference[0]:.3f} "
-                         f"± {self.reference[1]:.3f} on the same scale: "
-                         + (f"{', '.join(below)} did no better, so no effect of them can be seen in these trials. "
-                            if below else "every hyperparameter did better. ")
-                         + "Doing better is not proof of an effect: with many hyperparameters, one of them beats a "
-                           "single random column by chance.")
+            lines.append(self._reference_sentence())
         if self.not_varied:
             lines.append("Left out, having a single value among the completed trials: " + ", ".join(self.not_varied)
                          + ".")
         return lines
+
+    def _reference_sentence(self) -> str:
+        assert self.reference is not None
+        below = self.below_reference()
+        return (f"A column of random numbers, fitted alongside as a reference, gets {self.reference[0]:.3f} "
+                f"± {self.reference[1]:.3f} on the same scale: "
+                + (f"{', '.join(below)} did no better, so no effect of them can be seen in these trials. "
+                   if below else "every hyperparameter did better. ")
+                + "Doing better is not proof of an effect: with many hyperparameters, one of them beats a "
+                  "single random column by chance.")
 
 
 def _skip(reason: str, n_trials: int, seeds: list[int], not_varied: list[str] | None = None) -> Importance:
@@ -131,9 +147,27 @@ def _skip(reason: str, n_trials: int, seeds: list[int], not_varied: list[str] | 
                       not_varied=not_varied or [], reason=reason)
 
 
-def _completed(trials: pd.DataFrame) -> pd.DataFrame:
+def _completed(trials: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Completed trials with a score, each configuration once, and how many continued trials were dropped.
+
+    A Hyperband trial that a later trial continued (its id in that trial's ``hb_parent``) is the same
+    configuration trained for fewer epochs: only the longest training of a configuration counts.
+    """
     scores = pd.to_numeric(trials["score"], errors="coerce")
-    return trials[(trials["status"] == "COMPLETED") & scores.notna()].reset_index(drop=True)
+    done = trials[(trials["status"] == "COMPLETED") & scores.notna()]
+    if "hb_parent" not in done.columns:
+        return done.reset_index(drop=True), 0
+    parents = {_id_key(v) for v in done["hb_parent"].dropna()}
+    continued = done["trial_id"].map(_id_key).isin(parents)
+    return done[~continued].reset_index(drop=True), int(continued.sum())
+
+
+def _id_key(value: Any) -> str:
+    """A trial id as text; "0003", 3 and 3.0 (a CSV read without dtypes) are the same trial."""
+    try:
+        return str(int(float(value)))
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def _design(done: pd.DataFrame, axes: list[HpAxis], y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -219,7 +253,7 @@ def hyperparameter_importance(trials: pd.DataFrame, *, space: Any = None, seed: 
     if n_seeds < 1 or n_trees < 1:
         raise ValueError(f"n_seeds and n_trees must be >= 1, but got n_seeds={n_seeds}, n_trees={n_trees}")
     seeds = list(range(seed, seed + n_seeds))
-    done = _completed(trials)
+    done, continued = _completed(trials)
     if len(done) < MIN_TRIALS:
         return _skip(f"Only {len(done)} completed trial(s): hyperparameter importance needs at least {MIN_TRIALS}.",
                      len(done), seeds)
@@ -228,15 +262,7 @@ def hyperparameter_importance(trials: pd.DataFrame, *, space: Any = None, seed: 
     if not axes or np.ptp(y) == 0:
         what = "no hyperparameter took two values" if not axes else "every completed trial has the same score"
         return _skip(f"No hyperparameter importance: {what}.", len(done), seeds, not_varied)
-    bounds = np.array([axis.bounds for axis in axes] + [(0.0, 1.0)])  # last: the random reference column
-    per_seed, reference, shares = np.zeros((n_seeds, len(axes))), np.zeros(n_seeds), []
-    for row, forest_seed in enumerate(seeds):
-        rng = np.random.default_rng(forest_seed)
-        x = np.column_stack([_design(done, axes, y, rng), rng.uniform(0.0, 1.0, size=len(done))])
-        fractions = _forest_fractions(x, y, bounds, forest_seed, n_trees)
-        total = float(fractions[:-1].sum())
-        shares.append(total)
-        per_seed[row], reference[row] = (fractions[:-1] / total, fractions[-1] / total) if total > 0 else (0.0, 0.0)
+    per_seed, reference, shares = _fit_seeds(done, axes, y, seeds, n_trees)
     ddof = min(1, n_seeds - 1)
     return Importance(
         names=[a.name for a in axes], mean=per_seed.mean(axis=0), sd=per_seed.std(axis=0, ddof=ddof),
@@ -244,4 +270,21 @@ def hyperparameter_importance(trials: pd.DataFrame, *, space: Any = None, seed: 
         reference=(float(reference.mean()), float(reference.std(ddof=ddof))),
         active={a.name: int((~a.inactive(done)).sum()) for a in axes},
         conditional={a.name: _condition(done, a) for a in axes if a.parent and f"hp_{a.parent}" in done.columns},
-        not_varied=not_varied, few_trials=len(done) < _TRIALS_PER_HP * len(axes), n_trees=n_trees)
+        not_varied=not_varied, few_trials=len(done) < _TRIALS_PER_HP * len(axes), n_trees=n_trees,
+        continued=continued)
+
+
+def _fit_seeds(done: pd.DataFrame, axes: list[HpAxis], y: np.ndarray, seeds: list[int],
+               n_trees: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per forest seed: the normalised importances, the reference column's on that scale, and the
+    share of the variance the hyperparameters' main effects explain before normalising."""
+    bounds = np.array([axis.bounds for axis in axes] + [(0.0, 1.0)])  # last: the random reference column
+    per_seed, reference, shares = np.zeros((len(seeds), len(axes))), np.zeros(len(seeds)), np.zeros(len(seeds))
+    for row, forest_seed in enumerate(seeds):
+        rng = np.random.default_rng(forest_seed)
+        x = np.column_stack([_design(done, axes, y, rng), rng.uniform(0.0, 1.0, size=len(done))])
+        fractions = _forest_fractions(x, y, bounds, forest_seed, n_trees)
+        shares[row] = total = float(fractions[:-1].sum())
+        if total > 0:
+            per_seed[row], reference[row] = fractions[:-1] / total, fractions[-1] / total
+    return per_seed, reference, shares

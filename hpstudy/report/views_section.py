@@ -52,12 +52,12 @@ def _importance(run: StudyRun, anchor: str, assets: Assets) -> Section:
     section = Section("Hyperparameter importance (fANOVA)", anchor)
     assert run.trials is not None
     importance = hyperparameter_importance(run.trials, space=_space(run))
+    warnings = [Note(line) for line in importance.warnings()]
     if importance.reason is not None:
-        return section.add(*(Note(line) for line in importance.notes()))
+        return section.add(*warnings, *(Para(line) for line in importance.notes()))
     section.add(Para(_METHOD.format(trees=importance.n_trees, objective=run.objective,
                                     seeds=", ".join(map(str, importance.seeds)))))
-    section.add(*(Note(line) if importance.few_trials and index == 0 else Para(line)
-                  for index, line in enumerate(importance.notes())))
+    section.add(*warnings, *(Para(line) for line in importance.notes()))
     path = plot_importance(importance, assets.path("importance.png"),
                            title=f"{run.name}: fANOVA importance ({importance.n_trials} completed trials)")
     share = importance.main_effect_share or 0.0
