@@ -181,6 +181,8 @@ def test_too_few_trials_are_skipped_or_flagged() -> None:
     assert hyperparameter_importance(failed).n_trials == 0
     with pytest.raises(ValueError, match="n_seeds and n_trees must be >= 1"):
         hyperparameter_importance(flat, n_seeds=0)
+    with pytest.raises(ValueError, match="needs the columns trial_id, status and score, but score is/are missing"):
+        hyperparameter_importance(flat.drop(columns="score"))
 
 
 # ---------------------------------------------------------------- axes, parallel coordinates, EDF, curves

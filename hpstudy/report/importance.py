@@ -248,10 +248,14 @@ def hyperparameter_importance(trials: pd.DataFrame, *, space: Any = None, seed: 
         An ``Importance``; with too few trials or no variation, one whose ``reason`` says why.
 
     Raises:
-        ValueError: ``n_seeds`` or ``n_trees`` below 1.
+        ValueError: ``n_seeds`` or ``n_trees`` below 1, or a table without trial_id, status and score.
     """
     if n_seeds < 1 or n_trees < 1:
         raise ValueError(f"n_seeds and n_trees must be >= 1, but got n_seeds={n_seeds}, n_trees={n_trees}")
+    missing = [c for c in ("trial_id", "status", "score") if c not in trials.columns]
+    if missing:
+        raise ValueError(f"a trials table needs the columns trial_id, status and score, but {', '.join(missing)} "
+                         f"is/are missing (columns: {', '.join(map(str, trials.columns))})")
     seeds = list(range(seed, seed + n_seeds))
     done, continued = _completed(trials)
     if len(done) < MIN_TRIALS:
