@@ -41,6 +41,7 @@ _LAZY = {
     "best_trial": "hpstudy.trials",
     "boundary_flags": "hpstudy.boundary",
     "hyperparameter_importance": "hpstudy.report.importance",
+    "confirm_study": "hpstudy.selection",
     "finalize_study": "hpstudy.finalize",
     "evaluate_study": "hpstudy.evaluate",
     "gradcam_study": "hpstudy.explain",

@@ -85,6 +85,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_confirm(args: argparse.Namespace) -> int:
+    from hpstudy.selection import confirm_study
+
+    confirm_study(args.study, data=args.data, overrides=args.set, overwrite=args.overwrite)
+    return 0
+
+
 def _cmd_finalize(args: argparse.Namespace) -> int:
     from hpstudy.finalize import finalize_study
 
@@ -216,6 +223,19 @@ def _add_finalize_commands(sub: Any) -> None:
     gradcam.set_defaults(func=_cmd_gradcam)
 
 
+def _add_confirm(sub: Any) -> None:
+    confirm = sub.add_parser("confirm", help="re-evaluate the best trials with new seeds before a winner is picked "
+                                             "(study section selection: {top_k, seeds})")
+    _add_study_args(confirm)
+    confirm.add_argument("--data", help=_DATA_HELP)
+    confirm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="a setting of the later stages, e.g. --set selection.top_k=3 --set selection.seeds=3 "
+                              "(repeatable)")
+    confirm.add_argument("--overwrite", action="store_true",
+                         help="delete the earlier re-evaluation runs first (to change selection once runs exist)")
+    confirm.set_defaults(func=_cmd_confirm)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hpstudy`` command."""
     parser = argparse.ArgumentParser(
@@ -242,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     _add_search(sub)
+    _add_confirm(sub)
     _add_finalize_commands(sub)
     report = sub.add_parser("report", help="HTML/Markdown report of one study, or an oracle comparison of several")
     report.add_argument("studies", nargs="+", help="study YAML files (or study run directories)")

@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from hpstudy._io import file_sha256, read_json
+from hpstudy._io import file_sha256
 from hpstudy.config import StudyConfig, frozen_fingerprint, stage_config
 from hpstudy.errors import StudyError
 from hpstudy.paths import StudyPaths
 from hpstudy.records import BestConfig, read_best_config, study_lock, write_best_config
-from hpstudy.trials import best_trial, load_trials
+from hpstudy.selection import choose_for_finalize, record_in_best_config
+from hpstudy.trials import trial_hyperparameters
 
 __all__ = ["FinalizeOutcome", "finalize_study", "best_hyperparameters", "final_epochs"]
 
@@ -45,12 +46,7 @@ def best_hyperparameters(paths: StudyPaths, trial_id: str) -> dict[str, Any]:
     Raises:
         StudyError: the trial file is missing or broken.
     """
-    trial_json = paths.trial_json(trial_id)
-    try:
-        values = read_json(trial_json)["hyperparameters"]["values"]
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise StudyError(f"cannot read the hyperparameters of trial {trial_id} from {trial_json}: {exc}") from exc
-    return {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    return trial_hyperparameters(paths, trial_id)
 
 
 def final_epochs(best_epoch: int, *, n_train: int, n_train_val: int, scale: bool) -> int:
@@ -97,14 +93,15 @@ def finalize_study(config: StudyConfig | str | Path, *, data: str | Path | None 
     config = stage_config(config, stage="finalize", data=data, overrides=overrides)
     paths = StudyPaths(config.study_dir)
     with study_lock(paths, command="finalize"):
-        return _finalize(config, paths, finetune)
+        return _finalize(config, paths, finetune, overrides)
 
 
-def _finalize(config: StudyConfig, paths: StudyPaths, finetune: bool | None) -> FinalizeOutcome:
+def _finalize(config: StudyConfig, paths: StudyPaths, finetune: bool | None, overrides: Any = ()) -> FinalizeOutcome:
     from hpstudy.data.discover import resolve_source
     from hpstudy.runtime import configure_devices, seed_everything
 
-    best = best_trial(load_trials(paths.root), direction=config.objective.direction)
+    choice = choose_for_finalize(config, paths, overrides=overrides)  # re-evaluates first when selection asks
+    best = choice.best
     trial_id = str(best["trial_id"])
     values = best_hyperparameters(paths, trial_id)
     source = resolve_source(config.data, positive_class=config.positive_class,
@@ -114,16 +111,17 @@ def _finalize(config: StudyConfig, paths: StudyPaths, finetune: bool | None) -> 
     prepared, x, y = _train_val(config, paths, source)
     epochs = final_epochs(int(best["best_epoch"]), n_train=len(prepared.y_train), n_train_val=len(y),
                           scale=config.finalize.scale_epochs)
-    log.info(f"[{config.name}] finalizing trial {trial_id} ({config.objective.name}={best['score']:.4f}): "
+    log.info(f"[{config.name}] finalizing trial {trial_id} ({choice.score_text}): "
              f"{epochs} epochs on train+val ({len(y)} images), no early stopping, no validation data"
-             + (f" (best epoch {int(best['best_epoch'])} scaled by {len(y)}/{len(prepared.y_train)})"
-                if config.finalize.scale_epochs else " (the best epoch of the search)"))
+             + (f" ({choice.epochs_from}, {int(best['best_epoch'])}, scaled by {len(y)}/{len(prepared.y_train)})"
+                if config.finalize.scale_epochs else f" ({choice.epochs_from})"))
     model_path = _saved_final(paths, trial_id=trial_id, epochs=epochs, hyperparameters=values, family=config.family)
     if model_path is not None:  # a rerun (e.g. after a crash while fine-tuning) keeps the model it saved
         log.info(f"[{config.name}] final model of trial {trial_id} already saved at {model_path} "
                  "(its SHA-256 matches best_config.json); keeping it")
     else:
         model_path = _train_and_save(config, paths, prepared, best, values, x, y, epochs)
+    record_in_best_config(paths, choice.record)
     outcome = FinalizeOutcome(model_path, epochs, trial_id, values)
     if finetune if finetune is not None else config.family == "resnet50v2_head":
         from hpstudy.finetune import finetune_model

@@ -57,6 +57,11 @@ class StudyPaths:
         return self.root / "selection.csv"
 
     @property
+    def selection_json(self) -> Path:
+        """The selection settings the re-evaluation runs were made with, their candidates and result."""
+        return self.root / "selection.json"
+
+    @property
     def selection_dir(self) -> Path:
         """Per-run outputs of the re-evaluation (validation predictions)."""
         return self.root / "selection"

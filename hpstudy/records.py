@@ -35,7 +35,7 @@ log = logging.getLogger("hpstudy")
 __all__ = ["read_state", "update_state", "read_frozen", "write_frozen", "BestConfig", "read_best_config",
            "write_best_config", "read_model_record", "read_lr_backoff", "write_lr_backoff", "read_metrics",
            "write_metrics", "Ledger", "load_ledger", "read_ledger", "check_first_evaluation", "record_evaluation",
-           "ledger_entries", "study_lock"]
+           "ledger_entries", "study_lock", "read_selection", "write_selection"]
 
 
 # --------------------------------------------------------------------------- study.json
@@ -141,6 +141,21 @@ def read_best_config(paths: StudyPaths) -> BestConfig | None:
 
 def write_best_config(paths: StudyPaths, record: BestConfig) -> Path:
     return atomic_write_json(paths.best_config, record.to_dict())
+
+
+# --------------------------------------------------------------------------- selection.json
+def read_selection(paths: StudyPaths) -> dict[str, Any] | None:
+    """``selection.json`` (settings, candidates and result of the top-k re-evaluation), or None.
+
+    None when it is missing or unreadable; ``hpstudy confirm`` then refuses to reuse runs whose settings
+    it cannot know.
+    """
+    data = read_json(paths.selection_json, default=None)
+    return data if isinstance(data, dict) else None
+
+
+def write_selection(paths: StudyPaths, record: dict[str, Any]) -> Path:
+    return atomic_write_json(paths.selection_json, record)
 
 
 # --------------------------------------------------------------------------- finetune/lr_backoff.json

@@ -23,6 +23,7 @@ from hpstudy.paths import StudyPaths
 from hpstudy.records import read_state, study_lock
 from hpstudy.runtime import quiet_tensorflow
 from hpstudy.search.session import StudyOutcome
+from hpstudy.selection import status_lines as selection_lines
 from hpstudy.trials import load_trials, write_trials_csv
 
 __all__ = ["StudyOutcome", "run_study", "export_trials", "study_status"]
@@ -127,4 +128,5 @@ def study_status(config: StudyConfig | str | Path, *, top: int = 5) -> str:
         lines.append(f"top {len(done)} by {config.objective.name}:")
         lines.append(done[columns].to_string(index=False))
     lines.extend(boundary_lines(state.get("boundary", [])))
+    lines.extend(selection_lines(paths))
     return "\n".join(lines)

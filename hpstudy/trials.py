@@ -24,7 +24,7 @@ from hpstudy.errors import StudyError
 from hpstudy.paths import ORACLE_FILE, TRIAL_FILE, TRIAL_META_FILE, StudyPaths
 
 __all__ = ["BASE_COLUMNS", "trials_frame", "write_trials_csv", "load_trials", "best_trial", "completed_trials",
-           "check_tuner_files"]
+           "check_tuner_files", "ranked_trials", "trial_hyperparameters"]
 
 BASE_COLUMNS = ("trial_id", "status", "score", "best_epoch", "epochs_run", "seconds")
 # Which process ran the trial and its resident memory after the trial's cleanup (a leak climbs).
@@ -208,3 +208,25 @@ def best_trial(trials: pd.DataFrame, *, direction: str = "max") -> pd.Series:
 def completed_trials(trials: pd.DataFrame) -> pd.DataFrame:
     """The rows of trials that completed with a score."""
     return trials[(trials["status"] == "COMPLETED") & trials["score"].notna()]
+
+
+def ranked_trials(trials: pd.DataFrame, *, direction: str = "max") -> pd.DataFrame:
+    """The completed trials with a score, best first (ties: the earliest trial), as ``best_trial`` orders them."""
+    return completed_trials(trials).sort_values(["score", "trial_id"], ascending=[direction == "min", True],
+                                                kind="stable")
+
+
+def trial_hyperparameters(paths: StudyPaths, trial_id: str) -> dict[str, Any]:
+    """Exact hyperparameter values of a trial, read from Keras Tuner's trial.json (types preserved).
+
+    Keras Tuner's own bookkeeping values (``tuner/epochs``, ``tuner/bracket``, ...) are left out.
+
+    Raises:
+        StudyError: the trial file is missing or broken.
+    """
+    trial_json = paths.trial_json(trial_id)
+    try:
+        values = read_json(trial_json)["hyperparameters"]["values"]
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise StudyError(f"cannot read the hyperparameters of trial {trial_id} from {trial_json}: {exc}") from exc
+    return {k: v for k, v in values.items() if not k.startswith("tuner/")}

@@ -36,6 +36,7 @@ from hpstudy.config.sections import (
     FinetuneConfig,
     Objective,
     OracleConfig,
+    SelectionConfig,
 )
 from hpstudy.config.settings import LEAK_SEVERITIES, NORMALIZATIONS, Augmentation
 from hpstudy.config.space import HyperParam, SearchSpace, load_search_space, parse_search_space
@@ -47,4 +48,5 @@ __all__ = [
     "HyperParam", "SearchSpace", "load_search_space", "parse_search_space", "OracleConfig", "Objective",
     "EarlyStopping", "FinalizeConfig", "FinetuneConfig", "FeatureCacheConfig", "StudyConfig", "load_study",
     "parse_study", "diff_configs", "resolve_config", "stage_config", "frozen_fingerprint", "AFTER_SEARCH",
+    "SelectionConfig",
 ]

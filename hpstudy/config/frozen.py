@@ -27,7 +27,8 @@ log = logging.getLogger("hpstudy")
 # Settings a later stage may take from its own command line: where the data lives, and what only the
 # stages after the search read. Everything else is what the search ran with.
 AFTER_SEARCH = ("data", "source", "search_space_path", "finalize", "finetune", "leak_check", "tensorboard",
-                "keep_checkpoints", "trials_per_process", "oracle.iterations", "oracle.max_trials")
+                "keep_checkpoints", "trials_per_process", "oracle.iterations", "oracle.max_trials",
+                "selection")
 
 
 def _changes(frozen: Mapping[str, Any], other: Mapping[str, Any]) -> list[str]:

@@ -120,6 +120,27 @@ class FeatureCacheConfig:
         return {"enabled": self.enabled, "views": self.views}
 
 
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Top-k re-evaluation before a winner is picked (``hpstudy confirm``, ``hpstudy.selection``).
+
+    The ``top_k`` best completed trials are each trained again ``seeds`` times with new seeds on train,
+    validated on val; the winner is the best mean. The default (1, 1) keeps the search's best trial as
+    found, retraining nothing.
+    """
+
+    top_k: int = 1
+    seeds: int = 1
+
+    @property
+    def is_default(self) -> bool:
+        """True for ``top_k: 1, seeds: 1``: nothing is re-evaluated."""
+        return self.top_k == 1 and self.seeds == 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "seeds": self.seeds}
+
+
 _MAX_VIEWS = 64
 
 
@@ -202,6 +223,7 @@ def read_objective(value: Any, at: At) -> Objective:
 STOPPING_READERS = {"monitor": _metric, "patience": _minimum(0), "restore_best_weights": boolean,
              "min_delta": _non_negative}
 FINALIZE_READERS = {"scale_epochs": boolean}
+SELECTION_READERS = {"top_k": _minimum(1), "seeds": _minimum(1)}
 FINETUNE_READERS = {"unfreeze": lambda v, at: one_of(v, UNFREEZE_POLICIES, at), "top_blocks": _minimum(1),
              "from_layer": optional_text, "learning_rate": _positive, "epochs": _minimum(1),
              "drop_margin": _non_negative, "max_retries": _minimum(0)}

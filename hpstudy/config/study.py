@@ -28,6 +28,7 @@ from hpstudy.config.sections import (
     FINALIZE_READERS,
     FINETUNE_READERS,
     ORACLE_KEYS,
+    SELECTION_READERS,
     STOPPING_READERS,
     EarlyStopping,
     FeatureCacheConfig,
@@ -35,6 +36,7 @@ from hpstudy.config.sections import (
     FinetuneConfig,
     Objective,
     OracleConfig,
+    SelectionConfig,
     abspath,
     optional_text,
     read_augmentation,
@@ -87,6 +89,7 @@ class StudyConfig:
     finalize: FinalizeConfig = FinalizeConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     feature_cache: FeatureCacheConfig | None = None
+    selection: SelectionConfig = SelectionConfig()  # top-k re-evaluation before the winner (hpstudy confirm)
 
     @property
     def study_dir(self) -> Path:
@@ -119,13 +122,14 @@ class StudyConfig:
 STUDY_KEYS = ("name", "data", "family", "search_space", "oracle", "objective", "early_stopping", "seed",
               "image_size", "normalization", "augmentation", "class_weights", "executions_per_trial", "weights",
               "positive_class", "leak_check", "deterministic", "tensorboard", "keep_checkpoints",
-              "mixed_precision", "jit_compile", "trials_per_process", "finalize", "finetune", "feature_cache")
+              "mixed_precision", "jit_compile", "trials_per_process", "finalize", "finetune", "feature_cache",
+              "selection")
 _BOOL_KEYS = ("class_weights", "deterministic", "tensorboard", "keep_checkpoints", "mixed_precision", "jit_compile")
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "oracle": tuple(dict.fromkeys(k for keys in ORACLE_KEYS.values() for k in keys)),
     "objective": ("name", "direction"), "early_stopping": tuple(STOPPING_READERS), "finalize": tuple(FINALIZE_READERS),
     "finetune": tuple(FINETUNE_READERS), "augmentation": tuple(f.name for f in fields(Augmentation)),
-    "feature_cache": ("enabled", "views"),
+    "feature_cache": ("enabled", "views"), "selection": tuple(SELECTION_READERS),
 }
 
 
@@ -227,6 +231,7 @@ def parse_study(data: Mapping[str, Any], *, source: Path | None = None, data_pat
         finetune=read_finetune(raw.get("finetune"), at / "finetune"),
         feature_cache=read_feature_cache(raw.get("feature_cache"), family, augmentation, at / "feature_cache"),
         trials_per_process=integer(raw.get("trials_per_process", 0), at / "trials_per_process", minimum=0),
+        selection=read_section(raw.get("selection"), SelectionConfig, SELECTION_READERS, at / "selection"),
         **{key: boolean(raw.get(key, False), at / key) for key in _BOOL_KEYS},
     )
 

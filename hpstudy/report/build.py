@@ -27,6 +27,7 @@ from hpstudy.report.html import render_html, render_markdown
 from hpstudy.report.results_sections import final_section, test_section
 from hpstudy.report.runs import StudyRun, compatibility_notes, load_run
 from hpstudy.report.search_sections import data_section, search_section
+from hpstudy.report.selection_section import selection_section
 from hpstudy.report.views_section import comparison_edf_section, views_section
 
 __all__ = ["ReportResult", "write_report", "comparison_section", "study_section"]
@@ -142,6 +143,7 @@ def study_section(run: StudyRun, assets: Assets, explore_dir: Path | None = None
     section.children = [data_section(run, f"{anchor}-data", assets, explore_dir),
                         search_section(run, f"{anchor}-search", assets),
                         views_section(run, f"{anchor}-views", assets),
+                        selection_section(run, f"{anchor}-selection", assets),
                         final_section(run, f"{anchor}-final", assets),
                         test_section(run, f"{anchor}-test", assets)]
     return section

@@ -28,13 +28,14 @@ from hpstudy.runtime import configure_devices, package_versions, seed_everything
 from hpstudy.trials import best_trial, check_tuner_files, write_trials_csv
 
 __all__ = ["RESUMABLE_CHANGES", "StudyOutcome", "Session", "CachedSearch", "freeze_or_check", "prepare",
-           "build_tuner", "run_search", "conclude", "run_here", "summary_text"]
+           "build_tuner", "run_search", "conclude", "run_here", "summary_text", "search_callbacks", "search_datasets"]
 
 log = logging.getLogger("hpstudy")
 
 # Settings that may change between runs of one study without invalidating its trials.
 RESUMABLE_CHANGES = ("oracle.iterations", "oracle.max_trials", "tensorboard", "keep_checkpoints",
-                     "trials_per_process", "data", "source", "search_space_path", "finalize", "finetune", "leak_check")
+                     "trials_per_process", "data", "source", "search_space_path", "finalize", "finetune", "leak_check",
+                     "selection")
 
 
 @dataclass
@@ -203,6 +204,35 @@ def build_tuner(session: Session, *, trial_limit: int | None = None,
     progress.planned = planned_trials(tuner)
     progress.planned_epochs = planned_epochs(tuner, config.oracle.trial_epochs)
     return tuner, progress.planned
+
+
+def search_datasets(session: Session) -> tuple[Any, Any, dict[str, Any]]:
+    """The training and validation data of the search's trials, and their extra ``fit`` arguments.
+
+    Returns:
+        ``(train, val, fit_kwargs)``: ``DatasetFactory``s called with the tuned batch size (over cached
+        features when the feature cache is on, else the image pipeline: augmented, seeded training
+        batches; clean validation batches in split order), and ``class_weight`` when the study asks for it.
+        The same as ``run_search`` trains with; the top-k re-evaluation (``hpstudy.selection``) uses it.
+    """
+    from hpstudy.data.pipeline import class_weights, make_dataset
+    from hpstudy.models import DatasetFactory
+
+    config, prepared = session.config, session.prepared
+    fit_kwargs: dict[str, Any] = {"class_weight": class_weights(prepared.y_train)} if config.class_weights else {}
+    if session.cached is not None:
+        return session.cached.train, session.cached.val, fit_kwargs
+
+    def train(batch_size: int) -> Any:
+        return make_dataset(prepared.x_train, prepared.y_train, batch_size=batch_size,
+                            normalizer=prepared.normalizer, training=True,
+                            augmentation=config.augmentation, seed=config.seed)
+
+    def val(batch_size: int) -> Any:
+        return make_dataset(prepared.x_val, prepared.y_val, batch_size=batch_size,
+                            normalizer=prepared.normalizer, training=False)
+
+    return DatasetFactory(train), DatasetFactory(val), fit_kwargs
 
 
 def run_search(session: Session, tuner: Any, *, fit_verbose: int = 0) -> None:
