@@ -206,7 +206,8 @@ def test_top_k_larger_than_the_completed_trials_uses_what_exists(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture) -> None:
     path, paths = _hand_made_study(tmp_path)
     selection = confirm_study(path, overrides=["selection.top_k=5", "selection.seeds=2"])
-    assert "selection.top_k is 5 but only 3 trial(s) completed: re-evaluating those 3" in capsys.readouterr().out
+    assert ("selection.top_k is 5 but only 3 completed trial(s) with distinct hyperparameters exist: re-evaluating "
+            "those 3") in capsys.readouterr().out
     runs = read_runs(paths)
     assert len(runs) == 6 == len(fake.calls) and set(runs["trial_id"]) == {"0000", "0001", "0003"}
     assert list(runs["trial_id"][:3]) == ["0001", "0003", "0000"]  # seed by seed, in the search's order
@@ -219,6 +220,22 @@ def test_top_k_larger_than_the_completed_trials_uses_what_exists(tmp_path: Path,
     record = read_selection(paths)
     assert record["complete"] and record["runs_done"] == record["runs_planned"] == 6
     assert record["settings"] == {"top_k": 5, "seeds": 2} and record["result"]["winner"] == "0000"
+
+
+def test_a_hyperband_continuation_is_the_same_configuration_and_re_evaluated_once(
+        tmp_path: Path, fake: FakeTrainer, capsys: pytest.CaptureFixture) -> None:
+    path, paths = _hand_made_study(tmp_path)
+    parent = json.loads(paths.trial_json("0000").read_text())
+    paths.trial_dir("0004").mkdir()
+    paths.trial_json("0004").write_text(json.dumps({**parent, "trial_id": "0004", "score": 0.95, "hyperparameters": {
+        "values": {**parent["hyperparameters"]["values"], "tuner/trial_id": "0000", "tuner/epochs": 9}}}))
+    write_trials_csv(paths.tuner_dir, paths.trials_csv)
+    selection = confirm_study(path, overrides=["selection.top_k=4", "selection.seeds=1"])
+    out = capsys.readouterr().out
+    assert "trial 0000 has the hyperparameters of trial 0004 (a Hyperband continuation)" in out
+    assert "only 3 completed trial(s) with distinct hyperparameters exist" in out
+    assert selection is not None and {c.trial_id for c in selection.candidates} == {"0004", "0001", "0003"}
+    assert len(fake.calls) == 3
 
 
 def _snapshot(paths: StudyPaths) -> dict[str, bytes]:

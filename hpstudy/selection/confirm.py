@@ -133,25 +133,41 @@ def _delete_runs(paths: StudyPaths) -> None:
     shutil.rmtree(paths.selection_dir, ignore_errors=True)
 
 
-def _candidates(config: StudyConfig, paths: StudyPaths, top_k: int) -> dict[str, float]:
-    """The ``top_k`` best completed trials (trial id -> search score, best first); fewer when fewer exist."""
+def _candidates(config: StudyConfig, paths: StudyPaths,
+                top_k: int) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """The ``top_k`` best completed configurations: (trial id -> search score, best first; its hyperparameters).
+
+    A trial with the same hyperparameters as a better one (a Hyperband continuation of its parent) is the
+    same configuration: it is not re-evaluated twice. Fewer are returned when fewer exist (and it is said).
+    A broken ``trial.json`` stops here, before anything trains.
+    """
     ranked = ranked_trials(load_trials(paths.root), direction=config.objective.direction)
     if ranked.empty:
         raise StudyError(f"study '{config.name}' has no completed trial with a score: nothing to re-evaluate; run "
                          "`hpstudy search` first")
-    if len(ranked) < top_k:
-        log.info(f"note: selection.top_k is {top_k} but only {len(ranked)} trial(s) completed: re-evaluating "
-                 f"those {len(ranked)}")
+    scores: dict[str, float] = {}
+    values: dict[str, dict[str, Any]] = {}
+    for trial_id, score in zip(ranked["trial_id"].astype(str), ranked["score"]):
+        if len(scores) == top_k:
+            break
+        mine = trial_hyperparameters(paths, trial_id)
+        twin = next((t for t, v in values.items() if v == mine), None)
+        if twin is not None:
+            log.info(f"note: trial {trial_id} has the hyperparameters of trial {twin} (a Hyperband continuation): "
+                     "the configuration is re-evaluated once")
+            continue
+        scores[trial_id], values[trial_id] = float(score), mine
+    if len(scores) < top_k:
+        log.info(f"note: selection.top_k is {top_k} but only {len(scores)} completed trial(s) with distinct "
+                 f"hyperparameters exist: re-evaluating those {len(scores)}")
     if read_state(paths, strict=False).get("status") != "finished":
         log.info("note: the search has not finished: the candidates are its best trials so far")
-    top = ranked.head(top_k)
-    return {str(t): float(s) for t, s in zip(top["trial_id"], top["score"])}
+    return scores, values
 
 
 def _reevaluate(config: StudyConfig, paths: StudyPaths, settings: SelectionConfig) -> Selection:
     """Run the missing runs of the plan (keeping finished ones), then record and report the winner."""
-    search = _candidates(config, paths, settings.top_k)
-    values = {t: trial_hyperparameters(paths, t) for t in search}  # a broken trial.json stops before training
+    search, values = _candidates(config, paths, settings.top_k)
     plan, runs = plan_runs(list(search), settings.seeds, config.seed), read_runs(paths)
     _note_new_candidates(paths, search)
     done = {(str(t), int(i)) for t, i in zip(runs["trial_id"], runs["seed_index"])}

@@ -134,11 +134,20 @@ def _train_run(config: StudyConfig, paths: StudyPaths, hypermodel: Any, data: tu
     callbacks = search_callbacks(replace(config, tensorboard=False), paths)  # the search's logs stay the search's
     history = history_table(hypermodel.fit(hp, model, train, validation_data=val, epochs=config.oracle.trial_epochs,
                                            callbacks=callbacks, verbose=0, **fit_kwargs))
-    batches = val(int(values.get("batch_size", FALLBACKS["batch_size"])))
-    probabilities = np.asarray(model.predict(batches, verbose=0), dtype=float).reshape(-1)
-    labels = np.concatenate([np.asarray(y).reshape(-1) for _, y in batches])
+    labels, probabilities = _predict(model, val(int(values.get("batch_size", FALLBACKS["batch_size"]))))
     score, best_epoch = best_of_history(history, objective=config.objective.name, direction=config.objective.direction)
     del model
     keras.backend.clear_session()
     gc.collect()
     return RunResult(score, best_epoch, int(len(history)), time.perf_counter() - start, labels, probabilities)
+
+
+def _predict(model: Any, batches: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and predicted probabilities over a validation dataset, in its (split) order.
+
+    Called batch by batch rather than with ``predict``, which traces a new function for every fresh model
+    and makes TensorFlow warn about retracing after a few runs.
+    """
+    pairs = [(np.asarray(y).reshape(-1), np.asarray(model(x, training=False), dtype=float).reshape(-1))
+             for x, y in batches]
+    return np.concatenate([y for y, _ in pairs]), np.concatenate([p for _, p in pairs])
