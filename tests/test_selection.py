@@ -290,6 +290,21 @@ def test_a_failed_confirm_keeps_its_finished_runs_and_the_same_command_resumes(
     assert selection.sentence[1:] in status and "0.90" in status
 
 
+def test_bad_input_exits_1_and_runs_without_a_score_stop_with_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    path, paths = _hand_made_study(tmp_path)
+    assert main(["confirm", str(path), "--set", "selection.top_k=0"]) == 1
+    assert "selection.top_k: must be >= 1, but got 0" in capsys.readouterr().err
+    assert main(["confirm", str(tmp_path / "studies" / "nope.yaml")]) == 1 and not paths.selection_csv.exists()
+    diverging = FakeTrainer()
+    monkeypatch.setattr(diverging, "train", lambda values, seed: RunResult(None, None, 1, 0.1, np.zeros(2),
+                                                                            np.full(2, np.nan)))
+    monkeypatch.setattr("hpstudy.selection.confirm.make_trainer", diverging)
+    with pytest.raises(StudyError, match=r"no re-evaluation run of study 'hand' has a score \(val_auc was missing"):
+        confirm_study(path, overrides=["selection.top_k=2"])
+    assert read_runs(paths)["score"].isna().all() and len(read_runs(paths)) == 2
+
+
 def test_the_default_selection_re_evaluates_nothing(tmp_path: Path, fake: FakeTrainer,
                                                     capsys: pytest.CaptureFixture) -> None:
     path, paths = _hand_made_study(tmp_path)

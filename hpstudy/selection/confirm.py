@@ -182,6 +182,9 @@ def _reevaluate(config: StudyConfig, paths: StudyPaths, settings: SelectionConfi
         log.info(f"[{config.name}] all {len(plan)} re-evaluation runs are done ({paths.selection_csv})")
     selection = _record(config, paths, settings, search, runs, len(plan))
     log.info("\n".join(summary_lines(read_selection(paths) or {})))
+    if selection is None:
+        raise StudyError(f"no re-evaluation run of study '{config.name}' has a score ({config.objective.name} was "
+                         f"missing or NaN in every run, e.g. a diverging loss); see {paths.selection_csv}")
     return selection
 
 
