@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SAMPLE_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/xray-sample"
+# HPSTUDY_SAMPLE_DATA points elsewhere, e.g. from a git worktree that has no ../shared beside it
+SAMPLE_DATA = Path(os.environ.get("HPSTUDY_SAMPLE_DATA")
+                   or Path(__file__).resolve().parents[1].parent / "shared/data/xray-sample")
 
 
 @pytest.fixture(scope="session")
