@@ -330,6 +330,17 @@ BAD_STUDIES = [
     ({"augmentation": {"flip": True}}, r"augmentation: unknown key\(s\) \['flip'\]"),
     ({"finalize": {"scale_epochs": "yes"}}, r"finalize\.scale_epochs: must be true or false, but got 'yes'"),
     ({"data": 3}, r"data: must be a path \(folder or \.zip\) or null, but got 3"),
+    ({"threshold": 1.5}, r"threshold: must be strictly between 0 and 1, but got 1\.5; valid choices: a fixed "
+                         r"threshold in \(0, 1\) such as 0\.5, youden, \{sensitivity: t\} or \{specificity: t\}"),
+    ({"threshold": {"sensitivity": 1.0}}, r"threshold\.sensitivity: must be strictly between 0 and 1, but got 1\.0; "
+                                          r"valid choices"),
+    ({"threshold": {"specificity": 0}}, r"threshold\.specificity: must be strictly between 0 and 1, but got 0"),
+    ({"threshold": "median"}, r"threshold: unknown policy 'median'; valid choices: .*youden"),
+    ({"threshold": {"ppv": 0.9}}, r"threshold\.ppv: unknown key 'ppv' in threshold; valid keys: sensitivity, "
+                                  r"specificity"),
+    ({"threshold": {"sensitivity": 0.9, "specificity": 0.9}}, r"threshold: must name one policy"),
+    ({"threshold": True}, r"threshold: must be a number strictly between 0 and 1, but got True"),
+    ({"calibration": "platt"}, r"calibration: must be one of none, temperature, but got 'platt'"),
 ]
 
 
@@ -504,3 +515,48 @@ def test_search_space_objects_validate_on_construction() -> None:
         SearchSpace("vit", ())
     with pytest.raises(ConfigError, match=r"hyperparameters\.dropout: declared more than once"):
         SearchSpace("baseline_cnn", (HyperParam("dropout", "float", low=0.0, high=0.5),) * 2)
+
+
+# --------------------------------------------------------------------------- operating point and calibration
+@pytest.mark.parametrize(("value", "policy", "target", "yaml_form"), [
+    (None, "fixed", 0.5, 0.5), (0.3, "fixed", 0.3, 0.3), ("0.4", "fixed", 0.4, 0.4),
+    ("youden", "youden", None, "youden"), ({"sensitivity": 0.95}, "sensitivity", 0.95, {"sensitivity": 0.95}),
+    ({"specificity": "0.9"}, "specificity", 0.9, {"specificity": 0.9}),
+])
+def test_threshold_policies_read_and_round_trip(folder: Path, value: Any, policy: str, target: float | None,
+                                                yaml_form: Any) -> None:
+    study = load_study(study_file(folder, **({} if value is None else {"threshold": value})))
+    assert (study.threshold.policy, study.threshold.target) == (policy, target)
+    assert study.threshold.needs_predictions == (policy != "fixed") and study.calibration == "none"
+    document = study.to_dict()
+    assert document["threshold"] == yaml_form and yaml.safe_load(yaml.safe_dump(document)) == document
+    assert parse_study({**study_data(), "threshold": document["threshold"]}, source=folder / "s.yaml").threshold \
+        == study.threshold
+
+
+def test_threshold_and_calibration_overrides(folder: Path) -> None:
+    path = study_file(folder, threshold={"specificity": 0.9})
+    study = load_study(path, overrides=["threshold.sensitivity=0.8", "calibration=temperature"])
+    assert (study.threshold.policy, study.threshold.target, study.calibration) == ("sensitivity", 0.8, "temperature")
+    assert load_study(path, overrides=["threshold=youden"]).threshold.policy == "youden"
+    with pytest.raises(ConfigError, match=r"override 'threshold\.ppv=0\.9': unknown key 'ppv'; valid keys in "
+                                          r"threshold: sensitivity, specificity"):
+        load_study(path, overrides=["threshold.ppv=0.9"])
+
+
+def test_threshold_and_calibration_may_change_after_the_search(folder: Path) -> None:
+    from hpstudy.config import stage_config
+    from hpstudy.paths import StudyPaths
+    from hpstudy.records import write_frozen
+
+    path = study_file(folder)
+    frozen = load_study(path).to_dict()
+    del frozen["threshold"], frozen["calibration"]  # a study searched before these keys existed
+    write_frozen(StudyPaths(folder / "s1"), {"config": frozen, "seed": 42, "data_fingerprint": None})
+    config = stage_config(path, stage="finalize", overrides=["threshold={sensitivity: 0.95}", "calibration=temperature"])
+    assert (config.threshold.policy, config.threshold.target, config.calibration) == ("sensitivity", 0.95, "temperature")
+    assert stage_config(path, stage="finalize").threshold.policy == "fixed"
+    from hpstudy.errors import StudyError
+
+    with pytest.raises(StudyError, match=r"finalize: the settings given would differ .*seed: 42 -> 5"):
+        stage_config(path, stage="finalize", overrides=["seed=5", "threshold=youden"])

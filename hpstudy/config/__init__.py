@@ -25,11 +25,14 @@ from hpstudy.config._values import (
     OPTIMIZER_NAMES,
     ORACLE_TYPES,
     POOLINGS,
+    SAFE_NAME,
     UNFREEZE_POLICIES,
     WEIGHT_SUFFIXES,
 )
 from hpstudy.config.frozen import AFTER_SEARCH, frozen_fingerprint, stage_config
 from hpstudy.config.sections import (
+    CALIBRATION_METHODS,
+    THRESHOLD_POLICIES,
     EarlyStopping,
     FeatureCacheConfig,
     FinalizeConfig,
@@ -37,6 +40,7 @@ from hpstudy.config.sections import (
     Objective,
     OracleConfig,
     SelectionConfig,
+    ThresholdConfig,
 )
 from hpstudy.config.settings import LEAK_SEVERITIES, NORMALIZATIONS, Augmentation
 from hpstudy.config.space import HyperParam, SearchSpace, load_search_space, parse_search_space
@@ -49,4 +53,5 @@ __all__ = [
     "EarlyStopping", "FinalizeConfig", "FinetuneConfig", "FeatureCacheConfig", "StudyConfig", "load_study",
     "parse_study", "diff_configs", "resolve_config", "stage_config", "frozen_fingerprint", "AFTER_SEARCH",
     "SelectionConfig",
+    "THRESHOLD_POLICIES", "CALIBRATION_METHODS", "ThresholdConfig", "SAFE_NAME",
 ]

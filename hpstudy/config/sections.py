@@ -20,6 +20,7 @@ from hpstudy.config._values import (
     boolean,
     check_keys,
     integer,
+    is_number,
     mapping,
     number,
     one_of,
@@ -246,6 +247,68 @@ def read_feature_cache(value: Any, family: str, augmentation: Augmentation, at: 
         raise (at / "views").error("must be >= 1 while augmentation is on: with 0 views the head would train on "
                                    "clean features only; set augmentation: false to train without augmentation")
     return config
+
+
+# --------------------------------------------------------------------------- operating point and calibration
+THRESHOLD_POLICIES = ("fixed", "youden", "sensitivity", "specificity")
+CALIBRATION_METHODS = ("none", "temperature")
+_THRESHOLD_CHOICES = ("valid choices: a fixed threshold in (0, 1) such as 0.5, youden, {sensitivity: t} or "
+                      "{specificity: t} with t in (0, 1)")
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """The operating point ``finalize`` chooses on validation predictions of train-only models.
+
+    ``fixed``: ``target`` is the threshold itself (0.5 by default, nothing is computed); ``youden``: the
+    threshold with the largest sensitivity + specificity - 1 (``target`` None); ``sensitivity`` /
+    ``specificity``: ``target`` is the rate to reach, in (0, 1) (see ``hpstudy.calibration``).
+    """
+
+    policy: str = "fixed"
+    target: float | None = 0.5
+
+    @property
+    def needs_predictions(self) -> bool:
+        """True when the threshold is chosen on validation predictions (every policy but ``fixed``)."""
+        return self.policy != "fixed"
+
+    def to_dict(self) -> Any:
+        """The YAML form: ``0.5``, ``youden`` or ``{sensitivity: 0.95}``."""
+        if self.policy == "fixed":
+            return self.target
+        return self.policy if self.target is None else {self.policy: self.target}
+
+
+def _rate(value: Any, at: At) -> float:
+    if isinstance(value, bool) or not (is_number(value) or isinstance(value, str) and NUMERIC.match(value.strip())):
+        raise at.error(f"must be a number strictly between 0 and 1, but got {value!r}; {_THRESHOLD_CHOICES}")
+    result = number(value, at)
+    if not 0.0 < result < 1.0:
+        raise at.error(f"must be strictly between 0 and 1, but got {value!r}; {_THRESHOLD_CHOICES}")
+    return result
+
+
+def read_threshold(value: Any, at: At) -> ThresholdConfig:
+    """``threshold:``: a fixed value in (0, 1), ``youden``, ``{sensitivity: t}`` or ``{specificity: t}``."""
+    if value is None:
+        return ThresholdConfig()
+    if isinstance(value, Mapping):
+        check_keys(value, THRESHOLD_POLICIES[2:], at, "threshold")
+        if len(value) != 1:
+            raise at.error(f"must name one policy, but got {dict(value)!r}; {_THRESHOLD_CHOICES}")
+        ((policy, target),) = value.items()
+        return ThresholdConfig(str(policy), _rate(target, at / policy))
+    if isinstance(value, str) and value.strip().lower() == "youden":
+        return ThresholdConfig("youden", None)
+    if isinstance(value, str) and not NUMERIC.match(value.strip()):
+        raise at.error(f"unknown policy {value!r}; {_THRESHOLD_CHOICES}")
+    return ThresholdConfig("fixed", _rate(value, at))
+
+
+def read_calibration(value: Any, at: At) -> str:
+    """``calibration:``: ``none`` (default) or ``temperature`` (temperature scaling fitted at finalize)."""
+    return "none" if value is None else one_of(value, CALIBRATION_METHODS, at)
 
 
 def read_finetune(value: Any, at: At) -> FinetuneConfig:

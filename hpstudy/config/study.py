@@ -37,9 +37,11 @@ from hpstudy.config.sections import (
     Objective,
     OracleConfig,
     SelectionConfig,
+    ThresholdConfig,
     abspath,
     optional_text,
     read_augmentation,
+    read_calibration,
     read_feature_cache,
     read_finetune,
     read_image_size,
@@ -48,6 +50,7 @@ from hpstudy.config.sections import (
     read_path,
     read_section,
     read_study_space,
+    read_threshold,
     read_weights,
 )
 from hpstudy.config.settings import LEAK_SEVERITIES, NORMALIZATIONS, Augmentation
@@ -90,6 +93,8 @@ class StudyConfig:
     finetune: FinetuneConfig = FinetuneConfig()
     feature_cache: FeatureCacheConfig | None = None
     selection: SelectionConfig = SelectionConfig()  # top-k re-evaluation before the winner (hpstudy confirm)
+    threshold: ThresholdConfig = ThresholdConfig()  # the operating point chosen at finalize
+    calibration: str = "none"  # or "temperature", fitted at finalize
 
     @property
     def study_dir(self) -> Path:
@@ -123,13 +128,14 @@ STUDY_KEYS = ("name", "data", "family", "search_space", "oracle", "objective", "
               "image_size", "normalization", "augmentation", "class_weights", "executions_per_trial", "weights",
               "positive_class", "leak_check", "deterministic", "tensorboard", "keep_checkpoints",
               "mixed_precision", "jit_compile", "trials_per_process", "finalize", "finetune", "feature_cache",
-              "selection")
+              "selection", "threshold", "calibration")
 _BOOL_KEYS = ("class_weights", "deterministic", "tensorboard", "keep_checkpoints", "mixed_precision", "jit_compile")
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "oracle": tuple(dict.fromkeys(k for keys in ORACLE_KEYS.values() for k in keys)),
     "objective": ("name", "direction"), "early_stopping": tuple(STOPPING_READERS), "finalize": tuple(FINALIZE_READERS),
     "finetune": tuple(FINETUNE_READERS), "augmentation": tuple(f.name for f in fields(Augmentation)),
     "feature_cache": ("enabled", "views"), "selection": tuple(SELECTION_READERS),
+    "threshold": ("sensitivity", "specificity"),
 }
 
 
@@ -169,6 +175,8 @@ def _apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str] | Mapping[
             section = {"name": section}
         elif head == "feature_cache" and isinstance(section, bool):
             section = {"enabled": section}
+        elif head == "threshold":  # one policy: threshold.sensitivity=0.9 replaces whatever was there
+            section = {}
         elif not isinstance(section, Mapping):
             section = Augmentation.none().to_dict() if head == "augmentation" and section is False else {}
         result[head] = {**section, rest: value}
@@ -232,6 +240,8 @@ def parse_study(data: Mapping[str, Any], *, source: Path | None = None, data_pat
         feature_cache=read_feature_cache(raw.get("feature_cache"), family, augmentation, at / "feature_cache"),
         trials_per_process=integer(raw.get("trials_per_process", 0), at / "trials_per_process", minimum=0),
         selection=read_section(raw.get("selection"), SelectionConfig, SELECTION_READERS, at / "selection"),
+        threshold=read_threshold(raw.get("threshold"), at / "threshold"),
+        calibration=read_calibration(raw.get("calibration"), at / "calibration"),
         **{key: boolean(raw.get(key, False), at / key) for key in _BOOL_KEYS},
     )
 
