@@ -14,7 +14,8 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
-__all__ = ["METRIC_NAMES", "binary_metrics", "bootstrap_ci", "confusion", "roc_points", "check_scores", "ratio"]
+__all__ = ["METRIC_NAMES", "binary_metrics", "bootstrap_ci", "confusion", "roc_points", "check_scores", "ratio",
+           "stratified_resamples", "percentile_interval"]
 
 METRIC_NAMES = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1")
 
@@ -103,23 +104,49 @@ def bootstrap_ci(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float = 0
     Raises:
         ValueError: invalid inputs, ``n_boot < 1`` or ``confidence`` outside ``(0, 1)``.
     """
-    y_true, y_prob = check_scores(y_true, y_prob)
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    rng = np.random.default_rng(seed)
-    neg, pos = (_resample(y_prob[y_true == label], n_boot, rng) for label in (0, 1))
+    neg, pos = stratified_resamples(y_true, y_prob, n_boot=n_boot, seed=seed)
     tp, fn = (pos >= threshold).sum(axis=1), (pos < threshold).sum(axis=1)
     fp, tn = (neg >= threshold).sum(axis=1), (neg < threshold).sum(axis=1)
     samples = {**_from_counts(tp, tn, fp, fn), "roc_auc": _auc_by_ranks(neg, pos)}
-    tails = [50 * (1 - confidence), 50 * (1 + confidence)]
-    intervals = {}
-    for name in METRIC_NAMES:
-        values = samples[name][~np.isnan(samples[name])]
-        low, high = np.percentile(values, tails) if len(values) else (math.nan, math.nan)
-        intervals[name] = (float(low), float(high))
-    return intervals
+    return {name: percentile_interval(samples[name], confidence) for name in METRIC_NAMES}
+
+
+def stratified_resamples(y_true: np.ndarray, y_prob: np.ndarray, *, n_boot: int = 1000,
+                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The stratified bootstrap of ``bootstrap_ci``: ``(negatives, positives)``, each ``(n_boot, n_class)``.
+
+    Row ``b`` of both is resample ``b``: as many negatives drawn with replacement from the negatives,
+    and positives from the positives, as the input has. The same seed gives the same resamples, so
+    other statistics (e.g. calibration) are resampled exactly like the metrics.
+
+    Raises:
+        ValueError: invalid inputs or ``n_boot < 1``.
+    """
+    y_true, y_prob = check_scores(y_true, y_prob)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    neg, pos = (_resample(y_prob[y_true == label], n_boot, rng) for label in (0, 1))
+    return neg, pos
+
+
+def percentile_interval(samples: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The ``(1 - confidence)/2`` and ``(1 + confidence)/2`` percentiles of ``samples``, NaNs ignored.
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` when every sample is NaN.
+
+    Raises:
+        ValueError: ``confidence`` outside ``(0, 1)``.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    values = np.asarray(samples, dtype="float64")
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return (math.nan, math.nan)
+    low, high = np.percentile(values, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return (float(low), float(high))
 
 
 def confusion(y_true: np.ndarray, y_prob: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
