@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["StudyPaths", "MODEL_FILE", "HISTORY_FILE", "TRIAL_FILE", "ORACLE_FILE", "TRIAL_META_FILE", "MODELS",
-           "LEDGER_FILE", "CURVES_FILE"]
+           "LEDGER_FILE", "CURVES_FILE", "CHECKPOINT_FILE"]
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"  # per trial (tuner/trial_<id>/), and of the final and fine-tuned fits
@@ -18,6 +18,7 @@ CURVES_FILE = "curves.png"
 TRIAL_FILE = "trial.json"  # Keras Tuner's own record of a trial
 ORACLE_FILE = "oracle.json"  # Keras Tuner's record of the search
 TRIAL_META_FILE = "hpstudy_trial.json"  # hpstudy's: timing, best epoch, metrics at the best epoch, process
+CHECKPOINT_FILE = "checkpoint.weights.h5"  # Keras Tuner's (Keras 3) weights of a trial at its best epoch
 LEDGER_FILE = "test_ledger.jsonl"
 MODELS = ("final", "finetune")  # the models a study saves, by the name `evaluate --model` takes
 
@@ -70,6 +71,11 @@ class StudyPaths:
         """Validation predictions (``index, label, probability``) of one re-evaluation run, trained on train."""
         return self.selection_dir / f"val-{trial_id}-seed{int(seed)}.csv"
 
+    def selection_prediction_files(self, trial_id: str) -> list[Path]:
+        """Every ``selection_predictions(trial_id, seed)`` file on disk, by seed."""
+        found = [p for p in self.selection_dir.glob(f"val-{trial_id}-seed*.csv") if _seed(p).isdigit()]
+        return sorted(found, key=lambda p: int(_seed(p)))
+
     @property
     def data_stats(self) -> Path:
         """Normalization statistics fitted on the training split only."""
@@ -109,6 +115,10 @@ class StudyPaths:
     def trial_history(self, trial_id: str) -> Path:
         return self.trial_dir(trial_id) / HISTORY_FILE
 
+    def trial_checkpoint(self, trial_id: str) -> Path:
+        """The trial's weights at its best epoch (kept for the best 3 completed trials of a search)."""
+        return self.trial_dir(trial_id) / CHECKPOINT_FILE
+
     # ---- the final and fine-tuned models
     @property
     def final_dir(self) -> Path:
@@ -118,6 +128,11 @@ class StudyPaths:
     def best_config(self) -> Path:
         """The winner, its epochs, threshold and normalizer, and the final model's SHA-256."""
         return self.final_dir / "best_config.json"
+
+    @property
+    def operating_predictions(self) -> Path:
+        """The validation predictions (of train-only models) the threshold and temperature were fitted on."""
+        return self.final_dir / "validation_predictions.csv"
 
     @property
     def finetune_dir(self) -> Path:
@@ -154,6 +169,10 @@ class StudyPaths:
     def leaks_all_splits(self) -> Path:
         return self.evaluation_dir / "leaks_all_splits.csv"
 
+    def external_leaks_csv(self, dataset: str) -> Path:
+        """Images of the external set ``dataset`` that also appear in the study's train/val/test."""
+        return self.evaluation_dir / f"leaks_external_{dataset}.csv"
+
     def evaluation_of(self, which: str, dataset: str = "test") -> Path:
         """Folder of one model's evaluation on ``dataset`` (``test``, or an external set's name)."""
         _check_model(which)
@@ -182,6 +201,10 @@ class StudyPaths:
     def repeat(self, index: int) -> Path:
         """Run directory of repeat ``index`` of an oracle comparison (itself a study directory)."""
         return self.root / f"repeat-{int(index)}"
+
+
+def _seed(path: Path) -> str:
+    return path.stem.rpartition("-seed")[2]
 
 
 def _check_model(which: str) -> None:

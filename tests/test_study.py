@@ -76,7 +76,8 @@ def test_random_search_study_creates_resumes_refuses_and_extends(sample_data: Pa
     assert frozen["seed"] == 3 and frozen["versions"]["tensorflow"] and len(frozen["data_fingerprint"]) >= 32
     out = capsys.readouterr().out
     assert "trial 2/2" in out and "ETA <=" in out
-    assert not list((run_dir / "tuner").glob("trial_*/checkpoint*")), "random-search checkpoints are not kept"
+    kept = {path.parent.name for path in (run_dir / "tuner").glob("trial_*/checkpoint*")}
+    assert kept == {f"trial_{t}" for t in table["trial_id"]}, "the best 3 trials keep their checkpoint"
 
     again = run_study(study_yaml)
     assert again.trials_run == 0 and again.finished_before

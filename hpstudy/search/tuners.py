@@ -28,9 +28,14 @@ from hpstudy.models.training import history_frame
 from hpstudy.paths import HISTORY_FILE, ORACLE_FILE, TRIAL_META_FILE
 from hpstudy.runtime import resident_mib
 
-__all__ = ["TUNERS", "make_tuner", "trial_seed", "repair_reloaded_oracle", "planned_trials", "planned_epochs"]
+__all__ = ["TUNERS", "make_tuner", "trial_seed", "repair_reloaded_oracle", "planned_trials", "planned_epochs",
+           "KEEP_BEST_CHECKPOINTS", "best_completed_trials"]
 
 log = logging.getLogger("hpstudy")
+
+# The best completed trials keep their checkpoint (weights at the best epoch): finalize restores the best one
+# to choose a threshold on validation predictions of a model trained on the training split only.
+KEEP_BEST_CHECKPOINTS = 3
 
 
 def trial_seed(base_seed: int, trial_id: str) -> int:
@@ -136,14 +141,29 @@ class _StudyTunerMixin(compat.TunerHooks):
         atomic_write_json(path, meta)
 
     def drop_unneeded_checkpoints(self) -> None:
-        """Delete the checkpoints no later trial can load (only Hyperband's open brackets need them)."""
-        needed = compat.open_bracket_trials(self.oracle)
+        """Delete the checkpoints no later trial can load (only Hyperband's open brackets need them), except
+        those of the ``KEEP_BEST_CHECKPOINTS`` best completed trials (finalize may restore them)."""
+        best = best_completed_trials(self.oracle.trials.values(), self.oracle.objective.direction)
+        needed = compat.open_bracket_trials(self.oracle) | set(best)
         ongoing = {t.trial_id for t in getattr(self.oracle, "ongoing_trials", {}).values()}
         for trial_id in self.oracle.trials:
             if trial_id in needed or trial_id in ongoing:
                 continue
             for path in Path(self.get_trial_dir(trial_id)).glob("checkpoint*"):
                 path.unlink(missing_ok=True)
+
+
+def best_completed_trials(trials: Any, direction: str, n: int = KEEP_BEST_CHECKPOINTS) -> list[str]:
+    """Ids of the ``n`` best completed trials with a score, best first (ties: the order given).
+
+    Args:
+        trials: Keras Tuner ``Trial`` objects (``trial_id``, ``status``, ``score``).
+        direction: ``"max"`` or ``"min"``, the objective's.
+        n: how many.
+    """
+    done = [t for t in trials if t.status == "COMPLETED" and t.score is not None and t.score == t.score]
+    done.sort(key=lambda t: t.score, reverse=direction == "max")
+    return [t.trial_id for t in done[:n]]
 
 
 class HyperbandTuner(_StudyTunerMixin, kt.Hyperband):
