@@ -19,6 +19,7 @@ import numpy as np
 from hpstudy._io import file_sha256
 from hpstudy.config import StudyConfig, frozen_fingerprint, stage_config
 from hpstudy.errors import StudyError
+from hpstudy.operating import check_source, choose_operating_point
 from hpstudy.paths import StudyPaths
 from hpstudy.records import BestConfig, read_best_config, study_lock, write_best_config
 from hpstudy.selection import choose_for_finalize, record_in_best_config
@@ -115,6 +116,7 @@ def _finalize(config: StudyConfig, paths: StudyPaths, finetune: bool | None, ove
              f"{epochs} epochs on train+val ({len(y)} images), no early stopping, no validation data"
              + (f" ({choice.epochs_from}, {int(best['best_epoch'])}, scaled by {len(y)}/{len(prepared.y_train)})"
                 if config.finalize.scale_epochs else f" ({choice.epochs_from})"))
+    check_source(config, paths, trial_id)  # a threshold policy that cannot be served fails before training
     model_path = _saved_final(paths, trial_id=trial_id, epochs=epochs, hyperparameters=values, family=config.family)
     if model_path is not None:  # a rerun (e.g. after a crash while fine-tuning) keeps the model it saved
         log.info(f"[{config.name}] final model of trial {trial_id} already saved at {model_path} "
@@ -122,6 +124,7 @@ def _finalize(config: StudyConfig, paths: StudyPaths, finetune: bool | None, ove
     else:
         model_path = _train_and_save(config, paths, prepared, best, values, x, y, epochs)
     record_in_best_config(paths, choice.record)
+    choose_operating_point(config, paths, prepared, trial_id, values)  # on validation predictions of train-only models
     outcome = FinalizeOutcome(model_path, epochs, trial_id, values)
     if finetune if finetune is not None else config.family == "resnet50v2_head":
         from hpstudy.finetune import finetune_model

@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ log = logging.getLogger("hpstudy")
 __all__ = ["read_state", "update_state", "read_frozen", "write_frozen", "BestConfig", "read_best_config",
            "write_best_config", "read_model_record", "read_lr_backoff", "write_lr_backoff", "read_metrics",
            "write_metrics", "Ledger", "load_ledger", "read_ledger", "check_first_evaluation", "record_evaluation",
-           "ledger_entries", "study_lock", "read_selection", "write_selection"]
+           "ledger_entries", "study_lock", "read_selection", "write_selection", "update_best_config"]
 
 
 # --------------------------------------------------------------------------- study.json
@@ -141,6 +141,20 @@ def read_best_config(paths: StudyPaths) -> BestConfig | None:
 
 def write_best_config(paths: StudyPaths, record: BestConfig) -> Path:
     return atomic_write_json(paths.best_config, record.to_dict())
+
+
+def update_best_config(paths: StudyPaths, **extra: Any) -> BestConfig:
+    """Add or replace records kept in ``best_config.json``'s ``extra`` (e.g. ``threshold``), atomically.
+
+    Raises:
+        StudyError: there is no complete ``best_config.json`` yet.
+    """
+    record = read_best_config(paths)
+    if record is None:
+        raise StudyError(f"{paths.best_config} is missing or incomplete: run `hpstudy finalize` first")
+    updated = replace(record, extra={**record.extra, **extra})
+    write_best_config(paths, updated)
+    return updated
 
 
 # --------------------------------------------------------------------------- selection.json
