@@ -100,10 +100,22 @@ def _cmd_finalize(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from hpstudy.evaluate import evaluate_study
+    from hpstudy.evaluate import evaluate_external, evaluate_study
 
-    evaluate_study(args.study, model=args.model, force=args.force, data=args.data)
+    if args.external:
+        evaluate_external(args.study, sets=args.external, model=args.model, force=args.force, data=args.data)
+    else:
+        evaluate_study(args.study, model=args.model, force=args.force, data=args.data)
     return 0
+
+
+def _external_set(text: str) -> str:
+    """argparse type: ``NAME=PATH`` (the library checks the name and the set)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"must look like NAME=PATH, e.g. hospital_b=data/hospital_b.zip, "
+                                         f"but got {text!r}")
+    return text
 
 
 def _cmd_gradcam(args: argparse.Namespace) -> int:
@@ -210,6 +222,10 @@ def _add_finalize_commands(sub: Any) -> None:
                                "model) (default: final)")
     evaluate.add_argument("--force", action="store_true", help="evaluate again (recorded in the ledger)")
     evaluate.add_argument("--data", help=_DATA_HELP)
+    evaluate.add_argument("--external", action="append", type=_external_set, default=[], metavar="NAME=PATH",
+                          help="evaluate on an external set instead of the test split: a folder or .zip with a test/ "
+                               "split or the study's class folders at the top, checked for leaks against the study "
+                               "first; once per model and NAME (repeatable)")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     gradcam = sub.add_parser("gradcam", help="Grad-CAM of the TP/TN/FP/FN test groups")

@@ -1,8 +1,15 @@
-"""The single, guarded test evaluation of a finalized model.
+"""The single, guarded test evaluation of a finalized model, and its evaluation on external sets.
 
 ``evaluate_study`` is the only place that reads the test split. It checks the model file belongs to
 the study, refuses a second evaluation of the same file unless forced, runs the full leak check
 (now including the test split), and writes ``evaluation/<model>/`` plus the ledger's records.
+``evaluate_external`` does the same, once per model and set, for each external set
+(``evaluation/<model>-<name>/``, ledger records with ``dataset: <name>``).
+
+Both apply the operating point ``finalize`` stored in ``final/best_config.json`` (``hpstudy.operating``):
+the temperature (when one was fitted) rescales the model's probabilities, and the chosen threshold
+decides; ``metrics.json`` holds the metrics at that threshold and at 0.5, and the Brier score and ECE
+(before and after the temperature), each with a 95 % bootstrap interval.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import getpass
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +25,21 @@ import numpy as np
 import pandas as pd
 
 from hpstudy._io import atomic_path, file_sha256, utc_now, write_problem
-from hpstudy.config import StudyConfig, frozen_fingerprint, stage_config
+from hpstudy.config import StudyConfig, stage_config
 from hpstudy.errors import EvaluationError, StudyError
+from hpstudy.evaluation_sets import (
+    TEST,
+    EvaluationSet,
+    external_sets,
+    load_external_set,
+    load_test_set,
+    set_label,
+)
 from hpstudy.paths import MODELS, StudyPaths
 from hpstudy.records import (
     check_first_evaluation,
     ledger_entries,
+    read_best_config,
     read_metrics,
     read_model_record,
     record_evaluation,
@@ -31,7 +47,7 @@ from hpstudy.records import (
     write_metrics,
 )
 
-__all__ = ["evaluate_study", "model_path", "best_evaluated_model"]
+__all__ = ["evaluate_study", "evaluate_external", "model_path", "best_evaluated_model", "operating_records"]
 
 log = logging.getLogger("hpstudy")
 
@@ -62,42 +78,16 @@ def model_path(paths: StudyPaths, which: str) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class _TestSet:
-    """The test split as the study prepares it: images, labels, relative paths, and the train statistics."""
-
-    x: np.ndarray
-    y: np.ndarray
-    names: list[str]
-    stats: dict[str, Any]
-    leaks: int
-
-
-def _load_test(config: StudyConfig, paths: StudyPaths) -> _TestSet:
-    from hpstudy.data.discover import check_fingerprint, discover
-    from hpstudy.data.leak import check_leaks
-    from hpstudy.data.pipeline import load_split
-    from hpstudy.data.prepare import load_data_stats
-
-    stats = load_data_stats(paths.data_stats)
-    source = discover(config.data, positive_class=config.positive_class, verify=True)
-    check_fingerprint(source, frozen_fingerprint(config))
-    leaks = check_leaks(source, severity=config.leak_check, out_csv=paths.leaks_all_splits)
-    records = source.split("test")
-    x, y = load_split(records, image_size=tuple(stats["image_size"]))
-    return _TestSet(x, y, [str(r.path.relative_to(source.root)) for r in records], stats, int(len(leaks)))
-
-
-def _check_accepts(classifier: Any, path: Path, test: _TestSet, paths: StudyPaths) -> None:
-    """Refuse, before the model sees any test image, a model whose input does not fit the prepared images."""
+def _check_accepts(classifier: Any, path: Path, images: EvaluationSet, paths: StudyPaths) -> None:
+    """Refuse, before the model sees any image of the set, a model whose input does not fit the prepared images."""
     expected = tuple(classifier.inputs[0].shape[1:])
-    got = tuple(test.x.shape[1:])
+    got = tuple(images.x.shape[1:])
     if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
         shown = "x".join("?" if e is None else str(e) for e in expected)
         raise EvaluationError(f"{path} takes images of {shown} (height x width x channels), but the study prepares "
                               f"{'x'.join(map(str, got))} (image_size from {paths.frozen_config}); "
                               "the model was trained with other settings: run `hpstudy finalize` again. "
-                              "The test set was not used.")
+                              f"The {'test' if images.dataset == TEST else 'external'} set was not used.")
 
 
 def evaluate_study(config: StudyConfig | str | Path, *, model: str = "final", force: bool = False,
@@ -123,53 +113,124 @@ def evaluate_study(config: StudyConfig | str | Path, *, model: str = "final", fo
     config = stage_config(config, stage="evaluate", data=data)
     paths = StudyPaths(config.study_dir)
     with study_lock(paths, command="evaluate"):
-        path = model_path(paths, model)
-        sha = file_sha256(path)
-        done = _completed(paths, model, sha)
-        if done is not None and not force and _missing_figures(paths, model):
-            return _redraw(config, paths, model, done)
-        earlier = check_first_evaluation(paths.ledger, sha, force=force)
-        return _evaluate(config, paths, model, path, sha, forced=bool(earlier), n_boot=n_boot)
+        return _guarded(config, paths, model, TEST, lambda: load_test_set(config, paths), force=force, n_boot=n_boot)
 
 
-def _evaluate(config: StudyConfig, paths: StudyPaths, model: str, path: Path, sha: str, *, forced: bool,
-              n_boot: int) -> dict[str, Any]:
+def evaluate_external(config: StudyConfig | str | Path, *, sets: Mapping[str, str | Path] | Sequence[str],
+                      model: str = "final", force: bool = False, data: str | Path | None = None,
+                      n_boot: int = 1000) -> dict[str, dict[str, Any]]:
+    """Evaluate a finalized model on external sets, each once, with the study's normalization and operating point.
+
+    Each set (a folder or zip with a ``test/`` split or the class folders at its top, the study's class
+    names) is checked for leaks against the study's train/val/test first (``leak_check``; the pairs go to
+    ``evaluation/leaks_external_<name>.csv``), then evaluated under the same protocol as the test split:
+    ``started``/``completed``/``failed`` ledger records with ``dataset: <name>``, a second evaluation only
+    with ``force``. Results go to ``evaluation/<model>-<name>/``.
+
+    Args:
+        config: the study YAML or ``StudyConfig``.
+        sets: ``["NAME=PATH", ...]`` or ``{NAME: PATH}``; NAME a safe folder name other than ``test``.
+        model: ``final`` or ``finetune``.
+        force: evaluate again a set this model was evaluated on (recorded as forced).
+        data: the study's data folder or zip (default: the search's).
+        n_boot: bootstrap resamples of the intervals.
+
+    Returns:
+        NAME -> the ``metrics.json`` result, for every set (in the order given).
+
+    Raises:
+        ConfigError: a bad NAME=PATH.
+        DataError: an unusable set, or other class names than the study's (both lists named).
+        LeakError: shared images with ``leak_check: error``.
+        EvaluationError, StudyError: as ``evaluate_study``.
+    """
+    from hpstudy.runtime import quiet_tensorflow
+
+    named = external_sets(sets)
+    quiet_tensorflow()
+    config = stage_config(config, stage="evaluate", data=data)
+    paths = StudyPaths(config.study_dir)
+    results = {}
+    with study_lock(paths, command="evaluate"):
+        for name, path in named.items():
+            def load(name: str = name, path: Path = path) -> EvaluationSet:
+                return load_external_set(config, paths, name, path)
+
+            results[name] = _guarded(config, paths, model, name, load, force=force, n_boot=n_boot)
+    return results
+
+
+def _guarded(config: StudyConfig, paths: StudyPaths, model: str, dataset: str, load: Callable[[], EvaluationSet], *,
+             force: bool, n_boot: int) -> dict[str, Any]:
+    """The once-per-model-and-set protocol: redraw missing figures, or refuse a repeat, or evaluate."""
+    path = model_path(paths, model)
+    sha = file_sha256(path)
+    done = _completed(paths, model, sha, dataset)
+    if done is not None and not force and _missing_figures(paths, model, dataset):
+        return _redraw(config, paths, model, load(), done)
+    earlier = check_first_evaluation(paths.ledger, sha, force=force, dataset=dataset)
+    return _evaluate(config, paths, model, path, sha, load(), forced=bool(earlier), n_boot=n_boot)
+
+
+def _evaluate(config: StudyConfig, paths: StudyPaths, model: str, path: Path, sha: str, images: EvaluationSet, *,
+              forced: bool, n_boot: int) -> dict[str, Any]:
     import keras
 
-    test = _load_test(config, paths)
     classifier = keras.models.load_model(path)
-    _check_accepts(classifier, path, test, paths)
+    _check_accepts(classifier, path, images, paths)
     stamp = {"model": model, "model_sha256": sha, "study": config.name, "user": _user(), "model_file": str(path),
-             "forced": forced, "dataset": "test", "attempt": uuid.uuid4().hex[:12]}
-    # Recorded before the model sees the test images: a crash (kill -9) from here on still counts as a use.
+             "forced": forced, "dataset": images.dataset, "attempt": uuid.uuid4().hex[:12]}
+    if images.dataset != TEST:
+        stamp["external_path"] = str(images.origin)
+    # Recorded before the model sees the images: a crash (kill -9) from here on still counts as a use.
     record_evaluation(paths.ledger, {**stamp, "status": "started", "time": utc_now()})
     try:
-        probs = classifier.predict(test.stats["normalizer"].apply(test.x), verbose=0).reshape(-1)
-        result = _results(config, model, sha, test, probs, forced=forced, n_boot=n_boot)
-        _write_results(paths, model, result, test, probs)
+        raw = classifier.predict(images.stats["normalizer"].apply(images.x), verbose=0).reshape(-1)
+        result, probs = _results(config, paths, model, sha, images, raw, forced=forced, n_boot=n_boot)
+        _write_results(paths, model, result, images, raw, probs)
     except Exception as exc:
         _record_failure(paths, stamp, exc)
         raise
     record_evaluation(paths.ledger, {**stamp, **result, "status": "completed", "time": utc_now()})
-    log.info(_metrics_line(config.name, model, result["metrics"], result["ci95"]))
-    _draw(config, paths, model, test, probs, result)
+    log.info(_metrics_line(config.name, model, images.dataset, result))
+    _draw(config, paths, model, images, probs, result, raw if probs is not raw else None)
     return result
 
 
-def _results(config: StudyConfig, model: str, sha: str, test: _TestSet, probs: np.ndarray, *, forced: bool,
-             n_boot: int) -> dict[str, Any]:
-    from hpstudy import metrics
+def operating_records(paths: StudyPaths) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``threshold`` and ``calibration`` records ``finalize`` stored (0.5 and none for older studies)."""
+    extra = getattr(read_best_config(paths), "extra", {}) or {}
+    threshold = extra.get("threshold") or {
+        "policy": "fixed", "target": None, "value": 0.5, "n_val": 0,
+        "source": "0.5: best_config.json holds no threshold (finalized before thresholds were chosen)"}
+    calibration = extra.get("calibration") or {"method": "none", "temperature": None, "fitted_on": "not fitted"}
+    return threshold, calibration
 
-    intervals = metrics.bootstrap_ci(test.y, probs, n_boot=n_boot, seed=config.seed)
-    return {"model": model, "model_sha256": sha, "n_test": int(len(test.y)), "threshold": 0.5,
-            "metrics": metrics.binary_metrics(test.y, probs), "ci95": {k: list(v) for k, v in intervals.items()},
-            "leaks_across_all_splits": test.leaks, "forced": forced}
+
+def _results(config: StudyConfig, paths: StudyPaths, model: str, sha: str, images: EvaluationSet, raw: np.ndarray,
+             *, forced: bool, n_boot: int) -> tuple[dict[str, Any], np.ndarray]:
+    """The ``metrics.json`` result and the probabilities it was computed on (after the temperature, if any)."""
+    from hpstudy.calibration import apply_temperature, evaluation_summary
+
+    threshold, calibration = operating_records(paths)
+    temperature = calibration.get("temperature")
+    probs = apply_temperature(raw, temperature) if temperature else raw
+    summary = evaluation_summary(images.y, probs, threshold=float(threshold["value"]),
+                                 uncalibrated=raw if temperature else None, n_boot=n_boot, seed=config.seed)
+    summary["calibration"] = {**calibration, **summary["calibration"]}
+    leaks = {"leaks_across_all_splits": images.leaks} if images.dataset == TEST else {"leaks_with_study": images.leaks}
+    return {"model": model, "model_sha256": sha, "dataset": images.dataset, "n_test": int(len(images.y)), **summary,
+            "threshold_info": threshold, **leaks, "forced": forced}, probs
 
 
-def _write_results(paths: StudyPaths, model: str, result: dict[str, Any], test: _TestSet, probs: np.ndarray) -> None:
-    with atomic_path(paths.predictions_csv(model)) as tmp:
-        pd.DataFrame({"path": test.names, "label": test.y.astype(int), "probability": probs}).to_csv(tmp, index=False)
-    write_metrics(paths, model, result)
+def _write_results(paths: StudyPaths, model: str, result: dict[str, Any], images: EvaluationSet, raw: np.ndarray,
+                   probs: np.ndarray) -> None:
+    columns = {"path": images.names, "label": images.y.astype(int), "probability": probs}
+    if probs is not raw:
+        columns["probability_uncalibrated"] = raw
+    with atomic_path(paths.predictions_csv(model, images.dataset)) as tmp:
+        pd.DataFrame(columns).to_csv(tmp, index=False)
+    write_metrics(paths, model, result, images.dataset)
 
 
 def _record_failure(paths: StudyPaths, stamp: dict[str, Any], exc: Exception) -> None:
@@ -185,54 +246,70 @@ def _record_failure(paths: StudyPaths, stamp: dict[str, Any], exc: Exception) ->
                               "test set is not used up: run the same command again") from exc
 
 
-_FIGURES = ("confusion_matrix.png", "roc.png", "samples.png")
+_FIGURES = ("confusion_matrix.png", "roc.png", "samples.png", "reliability.png")
 
 
-def _missing_figures(paths: StudyPaths, model: str) -> bool:
-    return any(not (paths.evaluation_of(model) / name).is_file() for name in _FIGURES)
+def _missing_figures(paths: StudyPaths, model: str, dataset: str) -> bool:
+    return any(not (paths.evaluation_of(model, dataset) / name).is_file() for name in _FIGURES)
 
 
-def _draw(config: StudyConfig, paths: StudyPaths, model: str, test: _TestSet, probs: np.ndarray,
-          result: dict[str, Any]) -> None:
+def _draw(config: StudyConfig, paths: StudyPaths, model: str, images: EvaluationSet, probs: np.ndarray,
+          result: dict[str, Any], uncalibrated: np.ndarray | None) -> None:
     """The figures of an evaluation, drawn after its metrics are saved; a write problem is a one-line error."""
     from hpstudy import metrics
     from hpstudy import metrics_figures as figures
     from hpstudy.data.prepare import ordered_class_names
 
-    out, names = paths.evaluation_of(model), ordered_class_names(test.stats)
+    out, names = paths.evaluation_of(model, images.dataset), ordered_class_names(images.stats)
+    threshold, where = float(result.get("threshold", 0.5)), f"{config.name} ({model}): {set_label(images.dataset)}"
+    points = [("chosen", threshold), ("0.5", 0.5)] if threshold != 0.5 else [("threshold", 0.5)]
     try:
-        figures.plot_confusion_matrix(metrics.confusion(test.y, probs), names, out / _FIGURES[0],
-                                      title=f"{config.name} ({model}): test confusion matrix")
-        figures.plot_roc(test.y, probs, out / _FIGURES[1], title=f"{config.name} ({model}): test ROC",
-                         auc_ci=tuple(result["ci95"]["roc_auc"]))
-        figures.plot_prediction_samples(test.x, test.y, probs, names, out / _FIGURES[2], seed=config.seed)
+        figures.plot_confusion_matrix(metrics.confusion(images.y, probs, threshold=threshold), names, out / _FIGURES[0],
+                                      title=f"{where}, confusion matrix at threshold {threshold:.4g}")
+        figures.plot_roc(images.y, probs, out / _FIGURES[1], title=f"{where}, ROC",
+                         auc_ci=tuple(result["ci95"]["roc_auc"]), operating_points=points)
+        figures.plot_prediction_samples(images.x, images.y, probs, names, out / _FIGURES[2], seed=config.seed,
+                                        threshold=threshold)
+        figures.plot_reliability(_reliability_curves(images.y, probs, uncalibrated), out / _FIGURES[3],
+                                 title=f"{where}, reliability")
     except OSError as exc:
         if not write_problem(exc):
             raise
-        raise StudyError(f"the metrics are saved ({paths.metrics_json(model)}), but the figures could not be drawn: "
-                         f"{write_problem(exc, rerun=False)}; run `hpstudy evaluate` again to draw them from the "
-                         "saved predictions (no new evaluation)") from exc
+        raise StudyError(f"the metrics are saved ({paths.metrics_json(model, images.dataset)}), but the figures could "
+                         f"not be drawn: {write_problem(exc, rerun=False)}; run `hpstudy evaluate` again to draw them "
+                         "from the saved predictions (no new evaluation)") from exc
 
 
-def _completed(paths: StudyPaths, model: str, sha: str) -> dict[str, Any] | None:
-    """The saved result of this model file's completed evaluation, when its predictions are there too."""
-    result = read_metrics(paths, model)
-    if not result or result.get("model_sha256") != sha or not paths.predictions_csv(model).is_file():
+def _reliability_curves(y: np.ndarray, probs: np.ndarray, uncalibrated: np.ndarray | None) -> dict[str, Any]:
+    from hpstudy.calibration import expected_calibration_error, reliability
+
+    tables = {"model": uncalibrated, "after temperature scaling": probs} if uncalibrated is not None else \
+        {"model": probs}
+    return {f"{label} (ECE {expected_calibration_error(y, p):.3f})": reliability(y, p) for label, p in tables.items()}
+
+
+def _completed(paths: StudyPaths, model: str, sha: str, dataset: str) -> dict[str, Any] | None:
+    """The saved result of this model file's completed evaluation on ``dataset``, when its predictions are there."""
+    result = read_metrics(paths, model, dataset)
+    if not result or result.get("model_sha256") != sha or not paths.predictions_csv(model, dataset).is_file():
         return None
-    completed = [e for e in ledger_entries(paths) if e.get("model_sha256") == sha and e.get("status") == "completed"]
+    completed = [e for e in ledger_entries(paths) if e.get("model_sha256") == sha and e.get("status") == "completed"
+                 and e.get("dataset", TEST) == dataset]
     return result if completed else None
 
 
-def _redraw(config: StudyConfig, paths: StudyPaths, model: str, result: dict[str, Any]) -> dict[str, Any]:
+def _redraw(config: StudyConfig, paths: StudyPaths, model: str, images: EvaluationSet,
+            result: dict[str, Any]) -> dict[str, Any]:
     """Draw the missing figures of a completed evaluation from its saved predictions (the model is not run)."""
-    test = _load_test(config, paths)
-    predictions = pd.read_csv(paths.predictions_csv(model))
-    if list(predictions["path"]) != test.names:
-        raise StudyError(f"{paths.predictions_csv(model)} does not list the test images of {config.data}; "
+    csv = paths.predictions_csv(model, images.dataset)
+    predictions = pd.read_csv(csv)
+    if list(predictions["path"]) != images.names:
+        raise StudyError(f"{csv} does not list the images of the {set_label(images.dataset)} ({images.origin}); "
                          "run `hpstudy evaluate --force` to evaluate again (recorded in the ledger)")
-    log.info(f"[{config.name}] model '{model}' was evaluated already; drawing its missing figures from "
-             f"{paths.predictions_csv(model)} (no new evaluation)")
-    _draw(config, paths, model, test, predictions["probability"].to_numpy(), result)
+    log.info(f"[{config.name}] model '{model}' was evaluated already on the {set_label(images.dataset)}; drawing its "
+             f"missing figures from {csv} (no new evaluation)")
+    raw = predictions["probability_uncalibrated"].to_numpy() if "probability_uncalibrated" in predictions else None
+    _draw(config, paths, model, images, predictions["probability"].to_numpy(), result, raw)
     return result
 
 
@@ -243,17 +320,24 @@ def _user() -> str:
         return "unknown"
 
 
-def _metrics_line(name: str, model: str, metrics: dict[str, Any], intervals: dict[str, Any]) -> str:
-    parts = []
+def _metrics_line(name: str, model: str, dataset: str, result: dict[str, Any]) -> str:
+    metrics, intervals, parts = result["metrics"], result["ci95"], []
     for key in ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1"):
         low, high = intervals.get(key, (np.nan, np.nan))
         parts.append(f"{key} {metrics[key]:.3f} [{low:.3f}, {high:.3f}]")
-    return f"[{name}] test ({model}): " + "; ".join(parts)
+    calibration = result.get("calibration") or {}
+    for key in ("brier", "ece"):
+        if key in calibration:
+            low, high = calibration[f"{key}_ci95"]
+            parts.append(f"{key} {calibration[key]:.3f} [{low:.3f}, {high:.3f}]")
+    where = "test" if dataset == TEST else f"external set {dataset}"
+    return f"[{name}] {where} ({model}), threshold {result.get('threshold', 0.5):.3g}: " + "; ".join(parts)
 
 
 def best_evaluated_model(paths: StudyPaths) -> str:
     """The model with the best test ROC AUC in the ledger (the course's rule for Grad-CAM)."""
-    entries = [e for e in ledger_entries(paths) if e.get("model") in MODELS and e.get("metrics")]
+    entries = [e for e in ledger_entries(paths) if e.get("model") in MODELS and e.get("metrics")
+               and e.get("dataset", TEST) == TEST]
     if not entries:
         raise EvaluationError(f"no evaluation in {paths.ledger}: run `hpstudy evaluate` first")
     latest = {e["model"]: e for e in entries}

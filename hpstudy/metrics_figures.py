@@ -1,4 +1,5 @@
-"""Figures of a test evaluation: confusion matrix, ROC curve, and a sample of predictions.
+"""Figures of a test evaluation: confusion matrix, ROC curve with operating points, reliability diagram, and a
+sample of predictions.
 
 They only draw what ``hpstudy.metrics`` computes; each is written atomically.
 """
@@ -7,8 +8,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -16,7 +18,7 @@ from matplotlib.figure import Figure
 from hpstudy._io import atomic_path
 from hpstudy.metrics import binary_metrics, check_scores, ratio, roc_points
 
-__all__ = ["plot_confusion_matrix", "plot_roc", "plot_prediction_samples"]
+__all__ = ["plot_confusion_matrix", "plot_roc", "plot_reliability", "plot_prediction_samples"]
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
@@ -61,8 +63,12 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str 
 
 
 def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, path: str | os.PathLike[str], *, title: str,
-             auc_ci: tuple[float, float] | None = None) -> Path:
+             auc_ci: tuple[float, float] | None = None,
+             operating_points: Sequence[tuple[str, float]] = ()) -> Path:
     """Draw the ROC curve with the chance diagonal and the AUC (and its confidence interval) in the legend.
+
+    ``operating_points`` are ``(label, threshold)`` pairs marked on the curve with their sensitivity and
+    specificity (e.g. the chosen threshold and 0.5).
 
     Raises:
         ValueError: invalid inputs or a single class (see ``roc_points``).
@@ -75,11 +81,49 @@ def plot_roc(y_true: np.ndarray, y_prob: np.ndarray, path: str | os.PathLike[str
     ax = fig.subplots()
     ax.plot(fpr, tpr, drawstyle="steps-post", linewidth=2, label=label + ")")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance (AUC = 0.5)")
+    for (name, threshold), (marker, colour) in zip(operating_points, (("o", "tab:red"), ("s", "black"), ("^", "c"))):
+        point = binary_metrics(y_true, y_prob, threshold=threshold)
+        ax.plot(1 - point["specificity"], point["sensitivity"], marker=marker, color=colour, markersize=9,
+                linestyle="none", label=f"{name}: threshold {threshold:.4g} (sensitivity {point['sensitivity']:.2f}, "
+                                        f"specificity {point['specificity']:.2f})")
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal",
            xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=9)
+    ax.legend(loc="lower right", fontsize=8 if operating_points else 9)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_reliability(curves: Mapping[str, Mapping[str, Sequence[Any]]], path: str | os.PathLike[str], *,
+                     title: str) -> Path:
+    """Draw a reliability diagram above the histogram of the predicted probabilities.
+
+    Args:
+        curves: label -> the bins of ``calibration.reliability`` (e.g. ``{"model": ..., "after temperature":
+            ...}``); each is drawn as observed positive rate against mean predicted probability over its
+            non-empty bins, and as a histogram of its bin counts below.
+        path: the image to write (atomically).
+        title: the figure title.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    fig = Figure(figsize=(5.4, 6.4), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    for (label, table), (style, colour) in zip(curves.items(), (("o-", "tab:blue"), ("s--", "tab:orange"))):
+        shown = [i for i, count in enumerate(table["count"]) if count]
+        top.plot([table["mean_probability"][i] for i in shown], [table["observed_rate"][i] for i in shown], style,
+                 color=colour, label=label)
+        lower, upper = np.asarray(table["lower"]), np.asarray(table["upper"])
+        bottom.bar(lower, table["count"], width=upper - lower, align="edge", alpha=0.45, color=colour,
+                   edgecolor=colour, label=label)
+    top.set(xlim=(0, 1), ylim=(-0.02, 1.02), ylabel="Observed positive rate in the bin")
+    top.set_title(title, fontsize=10)
+    top.legend(loc="upper left", fontsize=8)
+    top.grid(alpha=0.3)
+    bottom.set(xlabel="Predicted probability of the positive class (bin)", ylabel="Images")
+    bottom.grid(alpha=0.3)
     return _save(fig, path)
 
 

@@ -324,3 +324,48 @@ def test_random_trees_are_discovered_exactly_or_refused(tree: dict[str, dict[str
         assert isinstance(source, DataSource)
         assert {(r.split, r.class_name, r.path.name, r.label) for r in source.records} == expected
         assert len(source.records) == len(expected)
+
+
+# --------------------------------------------------------------------------- external test sets
+def _external(root: Path, classes: tuple[str, ...] = CLASSES, n: int = 2) -> Path:
+    return make_tree(root, {"": {c: n for c in classes}})
+
+
+@pytest.mark.parametrize("layout", ["classes_at_top", "test_split", "wrapped_classes", "wrapped_splits", "zip"])
+def test_external_sets_are_found_in_every_layout(tmp_path: Path, layout: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpstudy.data.discover import discover_external
+
+    monkeypatch.setenv("HPSTUDY_CACHE_DIR", str(tmp_path / "cache"))
+    if layout == "classes_at_top":
+        path = _external(tmp_path / "ext")
+    elif layout == "test_split":
+        path = full_tree(tmp_path / "ext")  # train/ and val/ beside test/ are ignored
+    elif layout == "wrapped_classes":
+        _external(tmp_path / "ext" / "hospital_b")
+        path = tmp_path / "ext"
+    elif layout == "wrapped_splits":
+        full_tree(tmp_path / "ext" / "hospital_b")
+        path = tmp_path / "ext"
+    else:
+        path = zip_folder(_external(tmp_path / "ext"), tmp_path / "ext.zip", prefix="hospital_b/")
+    source = discover_external(path, class_names=["normal", "covid"], positive_class="covid")
+    assert {r.split for r in source.records} == {"test"} and len(source.split("test")) == 4
+    assert sorted((r.class_name, r.label) for r in source.records) == [("covid", 1)] * 2 + [("normal", 0)] * 2
+    assert source.class_names == CLASSES and source.positive_class == "covid" and source.origin == path.absolute()
+    assert all(r.path.relative_to(source.root).parts[0] in CLASSES for r in source.records)
+
+
+def test_external_set_with_other_class_names_names_both_lists(tmp_path: Path) -> None:
+    from hpstudy.data.discover import discover_external
+
+    path = _external(tmp_path / "ext", classes=("covid", "healthy"))
+    with pytest.raises(DataError, match=r"has the class folders \[covid, healthy\] .*but the study has "
+                                        r"\[covid, normal\]: it needs the same class folders"):
+        discover_external(path, class_names=CLASSES, positive_class="covid")
+    with pytest.raises(DataError, match=r"does not exist: expected a folder or a \.zip holding a test/ folder"):
+        discover_external(tmp_path / "missing", class_names=CLASSES, positive_class="covid")
+    (path / "covid" / "broken.png").write_bytes(b"not a png")
+    (path / "healthy").rename(path / "normal")
+    with pytest.raises(DataError, match=r"1 file\(s\) .* not readable images[\s\S]*covid/broken\.png"):
+        discover_external(path, class_names=CLASSES, positive_class="covid")

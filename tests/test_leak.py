@@ -17,7 +17,9 @@ from hpstudy.data.leak import (
     LEAK_COLUMNS,
     LeakWarning,
     average_hash,
+    check_external_leaks,
     check_leaks,
+    find_external_leaks,
     find_leaks,
     perceptual_hash,
 )
@@ -120,3 +122,26 @@ def test_perceptual_hash_survives_reencoding_but_separates_images(sample_data: P
 def test_average_hash_is_64_bits_and_deterministic(sample_data: Path) -> None:
     image = read_image(sorted((sample_data / "val/normal").glob("*.png"))[0])
     assert average_hash(image) == average_hash(image.copy()) and average_hash(image).bit_length() <= 64
+
+
+def test_external_leaks_pair_the_study_with_the_external_set(leaky: DataSource, sample_data: Path,
+                                                             tmp_path: Path) -> None:
+    from hpstudy.data.discover import discover_external
+
+    ext = tmp_path / "ext"
+    shutil.copytree(sample_data / "test", ext)  # the study's own test images, renamed to an external set
+    train_image = sorted((leaky.root / "train" / "normal").glob("*.png"))[0]
+    shutil.copy(train_image, ext / "normal" / "from_train.png")
+    external = discover_external(ext, class_names=leaky.class_names, positive_class=leaky.positive_class)
+    leaks = find_external_leaks(leaky, external, name="hospital")
+    assert list(leaks.columns) == LEAK_COLUMNS and set(leaks["kind"]) == {"exact"}
+    assert set(leaks["split_b"]) == {"hospital"} and set(leaks["split_a"]) == {"train", "test"}
+    study_test = {p.relative_to(leaky.root).as_posix() for p in (leaky.root / "test").glob("*/*.png")}
+    assert study_test - {"test/covid/planted_exact.png"} <= set(leaks["path_a"])
+    assert ("train", "normal/from_train.png") in set(zip(leaks["split_a"], leaks["path_b"]))
+    with pytest.warns(LeakWarning, match=r"are shared between the study's splits and the external set 'hospital'"):
+        check_external_leaks(leaky, external, name="hospital", out_csv=tmp_path / "pairs.csv")
+    assert len(pd.read_csv(tmp_path / "pairs.csv")) == len(leaks)
+    with pytest.raises(LeakError, match="remove them from the external set"):
+        check_external_leaks(leaky, external, name="hospital", severity="error")
+    assert check_external_leaks(leaky, external, name="hospital", severity="off").empty

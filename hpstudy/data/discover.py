@@ -33,7 +33,7 @@ import pandas as pd
 from hpstudy.errors import DataError, StudyError
 
 __all__ = ["SPLITS", "TRAINING_SPLITS", "IMAGE_SUFFIXES", "ImageRecord", "DataSource", "discover", "read_image",
-           "file_sha1", "resolve_source", "check_fingerprint"]
+           "file_sha1", "resolve_source", "check_fingerprint", "discover_external"]
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -167,15 +167,15 @@ def file_sha1(path: Path) -> str:
 
 # --- location: folder or zip ------------------------------------------------------------------
 
-def _open_location(origin: Path) -> Path:
+def _open_location(origin: Path, holding: str = "train/ val/ test/") -> Path:
     if not origin.exists():
         raise DataError(f"data path {origin} does not exist: expected a folder or a .zip "
-                        f"holding train/ val/ test/")
+                        f"holding {holding}")
     if origin.is_dir():
         return origin.resolve()
     if origin.suffix.lower() != ".zip":
         raise DataError(f"data path {origin} is a file but not a .zip archive: expected a folder "
-                        f"or a .zip holding train/ val/ test/")
+                        f"or a .zip holding {holding}")
     return _extract_zip(origin)
 
 
@@ -394,3 +394,39 @@ def check_fingerprint(source: DataSource, expected: str | None) -> None:
         raise StudyError(f"the training/validation images at {source.root} are not the ones the search used "
                          f"(fingerprint {found[:12]}…, the search's {expected[:12]}…): pass --data with the "
                          "search's data")
+
+
+
+# --------------------------------------------------------------------------- an external test set
+def discover_external(path: str | os.PathLike[str], *, class_names: Sequence[str], positive_class: str) -> DataSource:
+    """An external test set: a folder or ``.zip`` with a ``test/`` split or the class folders at its top (either
+    maybe inside one top-level folder), every image verified; its classes must be the study's.
+
+    Returns:
+        A ``DataSource`` whose records are all in split ``test``, rooted at the folder holding the classes.
+
+    Raises:
+        DataError: a missing or unreadable path, loose images, an empty class folder, other class names than
+            the study's (both lists named), or an image that does not decode.
+    """
+    origin = Path(path).expanduser().absolute()
+    folder = _external_root(_open_location(origin, "a test/ folder or one folder per class"))
+    classes = {d.name: _image_files(d) for d in _visible_dirs(folder)}
+    if sorted(classes) != sorted(class_names):
+        raise DataError(f"the external set {origin} has the class folders [{', '.join(sorted(classes))}] (in "
+                        f"{folder}), but the study has [{', '.join(sorted(class_names))}]: it needs the same "
+                        "class folders")
+    misplaced = [f"{c}/ (empty)" for c, files in classes.items() if not files] + [p.name for p in _image_files(folder)]
+    if misplaced:
+        raise DataError(f"{folder} needs its images inside its class folders: {', '.join(misplaced[:3])}")
+    records = tuple(ImageRecord(p, "test", c, int(c == positive_class)) for c in sorted(classes) for p in classes[c])
+    _verify(records, ("test",), folder)
+    return DataSource(folder, tuple(sorted(classes)), positive_class, records, origin)
+
+
+def _external_root(base: Path) -> Path:
+    """The folder holding the class folders: ``test/``, or the top (unwrapping one lone top-level folder)."""
+    children = _visible_dirs(base)
+    if not (base / "test").is_dir() and len(children) == 1 and any(_visible_dirs(children[0])):
+        base = children[0]
+    return base / "test" if (base / "test").is_dir() else base

@@ -29,7 +29,7 @@ from hpstudy.data.discover import SPLITS, DataSource, ImageRecord, file_sha1, re
 from hpstudy.errors import ConfigError, LeakError
 
 __all__ = ["LEAK_COLUMNS", "DEFAULT_NEAR_THRESHOLD", "LeakWarning", "perceptual_hash", "average_hash",
-           "find_leaks", "check_leaks"]
+           "find_leaks", "check_leaks", "find_external_leaks", "check_external_leaks"]
 
 LEAK_COLUMNS = ["kind", "split_a", "path_a", "split_b", "path_b", "distance"]
 HASH_SIZE = 16
@@ -130,13 +130,58 @@ def check_leaks(source: DataSource, *, severity: str = "warn", out_csv: str | Pa
     return leaks
 
 
-def _summary(leaks: pd.DataFrame, out_csv: str | Path | None) -> str:
+def find_external_leaks(source: DataSource, external: DataSource, *, name: str,
+                        near_threshold: int = DEFAULT_NEAR_THRESHOLD) -> pd.DataFrame:
+    """Pairs of a study image (any split) and an external image that are byte-identical or near-identical.
+
+    Returns:
+        A ``LEAK_COLUMNS`` frame as ``find_leaks``: ``split_a``/``path_a`` the study's image, ``split_b`` the
+        external set's ``name`` and ``path_b`` its image (relative to ``external.root``).
+    """
+    ours, theirs = list(source.records), list(external.records)
+    if not ours or not theirs:
+        return _frame([])
+    bits = [np.stack([_phash_bits(read_image(r.path), HASH_SIZE) for r in group]) for group in (ours, theirs)]
+    rows = []
+    for i, j, distance in _cross_pairs(*bits, near_threshold):
+        exact = file_sha1(ours[i].path) == file_sha1(theirs[j].path)
+        rows.append(("exact" if exact else "near", ours[i].split, _relative(ours[i], source), name,
+                     _relative(theirs[j], external), 0 if exact else distance))
+    return _frame(rows)
+
+
+def check_external_leaks(source: DataSource, external: DataSource, *, name: str, severity: str = "warn",
+                         out_csv: str | Path | None = None,
+                         near_threshold: int = DEFAULT_NEAR_THRESHOLD) -> pd.DataFrame:
+    """``find_external_leaks``, saved to ``out_csv``, then a warning or an error as ``check_leaks`` does.
+
+    Raises:
+        ConfigError: unknown severity.
+        LeakError: leaks found and severity is "error".
+    """
+    if severity not in LEAK_SEVERITIES:
+        raise ConfigError(f"leak_check must be one of {', '.join(LEAK_SEVERITIES)}, but got {severity!r}")
+    if severity == "off":
+        return _frame([])
+    leaks = find_external_leaks(source, external, name=name, near_threshold=near_threshold)
+    if out_csv is not None:
+        atomic_write_text(out_csv, leaks.to_csv(index=False))
+    what = f"are shared between the study's splits and the external set {name!r}"
+    if len(leaks) and severity == "error":
+        raise LeakError(_summary(leaks, out_csv, what) + "; remove them from the external set (or set "
+                        "leak_check: warn)")
+    if len(leaks):
+        warnings.warn(_summary(leaks, out_csv, what), LeakWarning, stacklevel=2)
+    return leaks
+
+
+def _summary(leaks: pd.DataFrame, out_csv: str | Path | None, what: str = "appear in more than one split") -> str:
     exact = int((leaks["kind"] == "exact").sum())
     shown = [f"{r.path_a} = {r.path_b}" if r.kind == "exact" else f"{r.path_a} ~ {r.path_b} (distance {r.distance})"
              for r in leaks.head(_SHOWN_PAIRS).itertuples()]
     more = f", and {len(leaks) - len(shown)} more" if len(leaks) > len(shown) else ""
     where = f"; all pairs in {out_csv}" if out_csv is not None else ""
-    return (f"{len(leaks)} image pair(s) appear in more than one split ({exact} byte-identical, "
+    return (f"{len(leaks)} image pair(s) {what} ({exact} byte-identical, "
             f"{len(leaks) - exact} near-identical): {'; '.join(shown)}{more}{where}")
 
 
@@ -165,6 +210,16 @@ def _close_pairs(records: Sequence[ImageRecord], bits: np.ndarray, threshold: in
             distance = np.rint((bits.shape[1] - signs[block] @ signs[cols].T) / 2).astype(np.int64)
             for i, j in zip(*np.nonzero(distance <= threshold)):
                 pairs.append((int(block[i]), int(cols[j]), int(distance[i, j])))
+    return pairs
+
+
+def _cross_pairs(ours: np.ndarray, theirs: np.ndarray, threshold: int) -> list[tuple[int, int, int]]:
+    """Index pairs (i of ``ours``, j of ``theirs``) whose hash distance is <= threshold."""
+    signs_a, signs_b = (bits.astype(np.float32) * 2 - 1 for bits in (ours, theirs))
+    pairs = []
+    for start in range(0, len(ours), _BLOCK):
+        distance = np.rint((ours.shape[1] - signs_a[start:start + _BLOCK] @ signs_b.T) / 2).astype(np.int64)
+        pairs.extend((start + int(i), int(j), int(distance[i, j])) for i, j in zip(*np.nonzero(distance <= threshold)))
     return pairs
 
 

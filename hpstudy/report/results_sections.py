@@ -11,6 +11,7 @@ from hpstudy.paths import CURVES_FILE, MODELS
 from hpstudy.records import ledger_entries, read_lr_backoff, read_metrics
 from hpstudy.report.assets import Assets, read_json
 from hpstudy.report.document import Block, Figure, Note, Para, Section, Table
+from hpstudy.report.operating_sections import external_section, finalize_blocks, operating_blocks
 from hpstudy.report.runs import StudyRun
 from hpstudy.report.search_sections import key_value_table
 
@@ -19,11 +20,13 @@ __all__ = ["final_section", "test_section"]
 _TRANSFER_FAMILY = "resnet50v2_head"
 _EVAL_FIGURES = (("confusion_matrix.png", "Confusion matrix on the test split"),
                  ("roc.png", "ROC curve on the test split"),
-                 ("samples.png", "Test images with their predictions"))
+                 ("samples.png", "Test images with their predictions"),
+                 ("reliability.png", "Reliability diagram and histogram of the predicted probabilities on the test "
+                                     "split"))
 _GROUPS = (("tp", "true positives"), ("tn", "true negatives"), ("fp", "false positives"), ("fn", "false negatives"))
 _ATTEMPT_COLUMNS = ("learning_rate", "epochs_run", "unfrozen_layers", "dropped", "dropped_at_epoch", "reason",
                     "final_loss", "reference_loss", "improved")
-_LEDGER_COLUMNS = ("time", "status", "user", "study", "model", "model_sha256", "n_test", "forced")
+_LEDGER_COLUMNS = ("time", "status", "user", "study", "model", "dataset", "model_sha256", "n_test", "forced")
 
 
 def _figure_or_note(assets: Assets, source: Path, name: str, caption: str, missing: str) -> Block:
@@ -57,7 +60,7 @@ def _final(run: StudyRun, anchor: str, assets: Assets) -> Section:
                      "train+val images; "
                      f"normalization fitted on {record.get('normalizer_fitted_on', 'train')}."),
                 Table(key_value_table(record.get("hyperparameters") or {}, key="hyperparameter"),
-                      caption="Hyperparameters of the final model"))
+                      caption="Hyperparameters of the final model"), *finalize_blocks(record))
     section.add(_figure_or_note(assets, run.paths.final_dir / CURVES_FILE, "final_curves.png",
                                 "Training curves of the final model (train+val, no validation data)",
                                 f"No final/curves.png in `{run.paths.final_dir}`: run `hpstudy finalize "
@@ -111,6 +114,7 @@ def test_section(run: StudyRun, anchor: str, assets: Assets) -> Section:
     else:
         section.add(Para(f"Evaluated model(s): {', '.join(models)}. Every test evaluation is recorded in the ledger."))
     section.children = [_model(run, name, f"{anchor}-{name}", assets) for name in models]
+    section.children.append(external_section(run, f"{anchor}-external", assets))
     section.children.append(_ledger(run, f"{anchor}-ledger"))
     return section
 
@@ -129,9 +133,11 @@ def _model(run: StudyRun, name: str, anchor: str, assets: Assets) -> Section:
     folder = run.paths.evaluation_of(name)
     result = read_metrics(run.paths, name) or {}
     forced = " This evaluation was forced (a repeat; see the ledger)." if result.get("forced") else ""
-    section.add(Para(f"{result.get('n_test', '?')} test images, threshold {result.get('threshold', 0.5)}; "
+    section.add(Para(f"{result.get('n_test', '?')} test images, threshold {result.get('threshold', 0.5):.4g}; "
                      f"{result.get('leaks_across_all_splits', '?')} leak(s) across all splits.{forced}"),
-                Table(_metrics_table(result), caption=f"Test metrics of the {name} model with bootstrap 95% CIs"))
+                Table(_metrics_table(result), caption=f"Test metrics of the {name} model at threshold "
+                                                      f"{result.get('threshold', 0.5):.4g} with bootstrap 95% CIs"),
+                *operating_blocks(result, name))
     for file_name, caption in _EVAL_FIGURES:
         section.add(_figure_or_note(assets, folder / file_name, f"{name}_{file_name}", f"{caption} ({name} model)",
                                     f"No {file_name} in `{folder}`: run `hpstudy evaluate {run.command_target} "
@@ -168,5 +174,6 @@ def _ledger(run: StudyRun, anchor: str) -> Section:
     for metric in ("roc_auc", "accuracy"):
         table[metric] = [m.get(metric) if isinstance(m, dict) else None for m in metrics]
     section.add(Para(f"{len(entries)} test evaluation(s) recorded in `{path}`."),
-                Table(table, caption="Every evaluation on the test split (who, when, which model file)"))
+                Table(table, caption="Every evaluation on the test split and on external sets (who, when, which "
+                                     "model file)"))
     return section
