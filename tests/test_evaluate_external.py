@@ -134,6 +134,10 @@ def test_external_set_is_leak_checked_evaluated_once_and_reported(
 
     forced = evaluate_external(study_yaml, sets={"hosp": external}, force=True, n_boot=100)["hosp"]
     assert forced["forced"] is True and _ledger(paths)[-2:] == [("hosp", "started"), ("hosp", "completed")]
+    (paths.evaluation_of("final", "hosp") / "reliability.png").unlink()  # e.g. lost to a full disk
+    ledger = paths.ledger.read_bytes()
+    assert evaluate_external(study_yaml, sets={"hosp": external})["hosp"]["forced"] is True
+    assert (paths.evaluation_of("final", "hosp") / "reliability.png").is_file() and paths.ledger.read_bytes() == ledger
 
 
 def test_report_shows_the_operating_point_and_the_sets_side_by_side(study: tuple[Path, StudyPaths],

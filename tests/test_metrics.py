@@ -159,3 +159,28 @@ def test_prediction_samples_frame_colours_follow_correctness(tmp_path) -> None:
     red = (pixels[..., 0] > 0.7) & (pixels[..., 1] < 0.3) & (pixels[..., 2] < 0.3)
     green = (pixels[..., 1] > 0.4) & (pixels[..., 0] < 0.3) & (pixels[..., 2] < 0.3)
     assert red.sum() > 50 and green.sum() == 0
+
+
+def _red(path) -> int:
+    pixels = _read_png(path)[..., :3]
+    return int(((pixels[..., 0] > 0.75) & (pixels[..., 1] < 0.25) & (pixels[..., 2] < 0.25)).sum())
+
+
+def test_roc_marks_the_operating_points(tmp_path) -> None:
+    y, p = _noisy(40, seed=3)
+    plain = figures.plot_roc(y, p, tmp_path / "plain.png", title="roc")
+    marked = figures.plot_roc(y, p, tmp_path / "marked.png", title="roc", operating_points=[("chosen", 0.3),
+                                                                                            ("0.5", 0.5)])
+    assert _red(plain) == 0 and _red(marked) > 40, "the chosen operating point is a red marker"
+
+
+def test_reliability_diagram_draws_both_curves_and_the_histogram(tmp_path) -> None:
+    from hpstudy import calibration
+
+    y, p = _noisy(200, seed=4)
+    curves = {"model": calibration.reliability(y, p),
+              "after temperature scaling": calibration.reliability(y, calibration.apply_temperature(p, 2.0))}
+    pixels = _read_png(figures.plot_reliability(curves, tmp_path / "rel.png", title="reliability"))[..., :3]
+    blue = (pixels[..., 2] > 0.6) & (pixels[..., 0] < 0.3)
+    orange = (pixels[..., 0] > 0.9) & (pixels[..., 1] > 0.4) & (pixels[..., 1] < 0.7) & (pixels[..., 2] < 0.3)
+    assert pixels.shape[0] > pixels.shape[1] and blue.sum() > 100 and orange.sum() > 100

@@ -482,3 +482,58 @@ def test_studies_with_clashing_names_get_distinct_folders_and_anchors(tmp_path: 
     assert {p.parent.name for p in result.figures} == {"comparison", "a-b", "a-b-2", "a-b-2-2"}
     ids = re.findall(r'<section id="([^"]+)"', result.html.read_text())
     assert len(ids) == len(set(ids))
+
+
+# ---------------------------------------------------------------- operating point and external sets
+def _result(auc: float, threshold: float = 0.3, *, calibrated: bool = True, **extra: Any) -> dict[str, Any]:
+    metrics = {"accuracy": 0.8, "roc_auc": auc, "sensitivity": 0.95, "specificity": 0.6}
+    result = {"n_test": 40, "threshold": threshold, "metrics": metrics,
+              "ci95": {k: [v - 0.1, min(v + 0.05, 1.0)] for k, v in metrics.items()},
+              "metrics_at_0_5": {**metrics, "sensitivity": 0.7, "specificity": 0.9},
+              "ci95_at_0_5": {"sensitivity": [0.5, 0.85], "specificity": [0.8, 0.97]},
+              "threshold_info": {"policy": "sensitivity", "target": 0.95, "value": threshold,
+                                 "source": "validation predictions of a sibling", "val_sensitivity": 0.96,
+                                 "val_specificity": 0.55},
+              "calibration": {"method": "none", "brier": 0.12, "brier_ci95": [0.1, 0.15], "ece": 0.05,
+                              "ece_ci95": [0.03, 0.09], "binning": "15 equal-width bins"}, **extra}
+    if calibrated:
+        result["calibration"].update(method="temperature", temperature=1.8,
+                                     before={"brier": 0.2, "brier_ci95": [0.17, 0.22], "ece": 0.15,
+                                             "ece_ci95": [0.1, 0.2]})
+    return result
+
+
+def test_operating_tables_are_computed_from_metrics_json() -> None:
+    from hpstudy.report.operating_sections import calibration_table, metrics_at_both, side_by_side
+
+    result = _result(0.9)
+    both = metrics_at_both(result).set_index("metric")
+    assert both.loc["sensitivity"].tolist() == ["0.950 (0.850–1.000)", "0.700 (0.500–0.850)"]
+    assert list(both.columns) == ["at threshold 0.3", "at 0.5"]
+    cal = calibration_table(result)
+    assert cal["probabilities"].tolist() == ["model", "after temperature scaling (T = 1.8)"]
+    assert cal["ECE"].tolist() == ["0.150 (0.100–0.200)", "0.050 (0.030–0.090)"]
+    assert calibration_table({"metrics": {}}).empty, "an older metrics.json has no calibration"
+    table = side_by_side([("final", "test", result), ("final", "hosp", _result(0.7, leaks_with_study=3)),
+                          ("final", "old", {"metrics": {"roc_auc": 0.8}, "ci95": {}})])
+    assert table["set"].tolist() == ["test", "hosp", "old"] and table["AUC"].tolist()[1:] == [
+        "0.700 (0.600–0.750)", "0.800"]
+    assert table["leak pairs"].tolist() == ["", 3, ""] and table["Brier"].tolist()[2] == ""
+
+
+def test_report_of_a_study_with_a_chosen_threshold_and_an_external_set(tmp_path: Path) -> None:
+    from hpstudy.report.operating_sections import CAVEAT
+
+    run = make_fake_study(tmp_path, "thr", gradcam=False)
+    (run / "evaluation" / "final" / "metrics.json").write_text(json.dumps(_result(0.9, model_sha256="0" * 64)))
+    external = run / "evaluation" / "final-hosp"
+    external.mkdir()
+    (external / "metrics.json").write_text(json.dumps(_result(0.7, leaks_with_study=20)))
+    (external / "roc.png").write_bytes(tiny_png())
+    with (run / "evaluation" / "test_ledger.jsonl").open("a") as ledger:
+        ledger.write(json.dumps({"model": "final", "dataset": "hosp", "status": "completed", "n_test": 40}) + "\n")
+    text = write_report([run], out_dir=tmp_path / "out").markdown.read_text()
+    assert CAVEAT in text and "Operating point: threshold 0.3 (sensitivity 0.95)" in text
+    side = text[text.index("Internal test and external sets side by side"):]
+    assert "| final | test | 40 | 0.3 | 0.900 (0.800–0.950)" in side and "| final | hosp | 40 | 0.3 |" in side
+    assert "final-hosp_roc.png" in text and "| hosp |" in text[text.index("Test ledger"):]
