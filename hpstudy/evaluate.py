@@ -100,6 +100,8 @@ def evaluate_study(config: StudyConfig | str | Path, *, model: str = "final", fo
     before any figure. An attempt that fails after ``started`` is recorded as ``failed`` with the reason
     and does not use the test set up. When the metrics exist but a figure is missing (e.g. the disk filled
     up while drawing), running again draws the figures from the saved predictions: no new evaluation.
+    The threshold and temperature ``finalize`` stored (``operating_records``) are applied; the result holds
+    the metrics at that threshold and at 0.5, and the calibration, with 95 % bootstrap intervals.
 
     Raises:
         StudyError: no such model yet, a model file that is not this study's, other data than the
@@ -136,7 +138,7 @@ def evaluate_external(config: StudyConfig | str | Path, *, sets: Mapping[str, st
         n_boot: bootstrap resamples of the intervals.
 
     Returns:
-        NAME -> the ``metrics.json`` result, for every set (in the order given).
+        NAME -> the ``metrics.json`` result, for every set (in the order given; the first error stops).
 
     Raises:
         ConfigError: a bad NAME=PATH.

@@ -254,6 +254,30 @@ def test_bad_command_line_values(study: Path, capsys: pytest.CaptureFixture, arg
     assert snapshot(study.parent) == before
 
 
+@pytest.mark.parametrize(("setting", "culprits"), [
+    ("threshold=1.5", ["threshold: must be strictly between 0 and 1, but got 1.5", "youden", "{sensitivity: t}"]),
+    ("threshold={sensitivity: 0}", ["threshold.sensitivity: must be strictly between 0 and 1, but got 0"]),
+    ("threshold=median", ["threshold: unknown policy 'median'", "youden", "{specificity: t}"]),
+    ("threshold.ppv=0.9", ["unknown key 'ppv'", "valid keys in threshold: sensitivity, specificity"]),
+    ("calibration=platt", ["calibration: must be one of none, temperature, but got 'platt'"]),
+])
+def test_bad_threshold_and_calibration_settings(study: Path, capsys: pytest.CaptureFixture, setting: str,
+                                                culprits: list[str]) -> None:
+    before = snapshot(study.parent)
+    fails(["finalize", str(study), "--set", setting], capsys, *culprits)
+    assert snapshot(study.parent) == before
+
+
+def test_a_threshold_without_validation_predictions_stops_before_training(study: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    for checkpoint in run_dir(study).glob("tuner/trial_*/checkpoint.weights.h5"):
+        checkpoint.unlink()  # a study searched before the best trials kept their checkpoint
+    before = snapshot(study.parent)
+    fails(["finalize", str(study), "--set", "threshold=youden"], capsys, "neither re-evaluation predictions",
+          "checkpoint.weights.h5", "hpstudy confirm", "--set threshold=0.5 --set calibration=none")
+    assert snapshot(study.parent) == before
+
+
 @pytest.mark.parametrize("argv", [["searhc", "x.yaml"], ["search"], ["search", "x.yaml", "--workers", "-1"],
                                   ["search", "x.yaml", "--verbose", "3"], ["evaluate", "x.yaml", "--model", "best"]])
 def test_usage_errors_exit_2_with_argparse_message(argv: list[str], capsys: pytest.CaptureFixture) -> None:
