@@ -537,3 +537,4 @@ def test_report_of_a_study_with_a_chosen_threshold_and_an_external_set(tmp_path:
     side = text[text.index("Internal test and external sets side by side"):]
     assert "| final | test | 40 | 0.3 | 0.900 (0.800–0.950)" in side and "| final | hosp | 40 | 0.3 |" in side
     assert "final-hosp_roc.png" in text and "| hosp |" in text[text.index("Test ledger"):]
+    assert "Warning: the external set hosp shares 20 image(s) with the study's splits" in text

@@ -152,6 +152,11 @@ def external_section(run: StudyRun, anchor: str, assets: Assets) -> Section:
                      "train/val/test; external: with any split of the study, listed in "
                      f"`{run.paths.evaluation_dir}/leaks_external_<name>.csv`)."),
                 Table(side_by_side(rows), caption="Internal test and external sets side by side (95% bootstrap CIs)"))
+    shared = {dataset: result["leaks_with_study"] for _, dataset, result in rows if result.get("leaks_with_study")}
+    for dataset, count in shared.items():
+        section.add(Note(f"Warning: the external set {dataset} shares {count} image(s) with the study's splits "
+                         f"(`{run.paths.external_leaks_csv(dataset)}`): its results are not independent of the "
+                         "study's data."))
     for model, dataset in pairs:
         folder = run.paths.evaluation_of(model, dataset)
         for file_name, what in (("roc.png", "ROC curve"), ("reliability.png", "Reliability diagram")):

@@ -114,7 +114,8 @@ def test_section(run: StudyRun, anchor: str, assets: Assets) -> Section:
     else:
         section.add(Para(f"Evaluated model(s): {', '.join(models)}. Every test evaluation is recorded in the ledger."))
     section.children = [_model(run, name, f"{anchor}-{name}", assets) for name in models]
-    section.children.append(external_section(run, f"{anchor}-external", assets))
+    if models:
+        section.children.append(external_section(run, f"{anchor}-external", assets))
     section.children.append(_ledger(run, f"{anchor}-ledger"))
     return section
 
