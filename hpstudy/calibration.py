@@ -23,7 +23,9 @@ Rates are compared with a tolerance of 1e-12, so a target met exactly (19 of 20 
 ``|observed positive rate - mean predicted probability|`` weighted by the share of samples in the bin
 (empty bins weigh nothing), as in Guo et al. 2017. ``reliability`` gives the per-bin data of the
 reliability diagram. Their 95 % intervals use the stratified bootstrap of ``metrics.bootstrap_ci``
-(``metrics.stratified_resamples``: the same resamples for the same seed).
+(``metrics.stratified_resamples``: the same resamples for the same seed). The ECE is biased upward on
+small sets (sampling noise inside a bin adds to the gap), and so are its resamples: its interval sits
+mostly above the estimate.
 
 **Temperature scaling** (Guo et al. 2017) fits one ``T > 0`` on validation predictions by minimising the
 log loss of ``sigmoid(logit(p) / T)`` and applies ``p' = sigmoid(logit(p) / T)``. Probabilities are
