@@ -229,11 +229,23 @@ def test_cached_resnet_study_searches_finalizes_and_refuses_a_changed_cache(samp
     frozen = yaml.safe_load((folder / "rn" / "study.yaml").read_text())
     assert frozen["config"]["feature_cache"] == {"enabled": True, "views": 2}
 
-    result = finalize_study(path, finetune=False)
+    result = finalize_study(path, finetune=False, overrides=["threshold=youden"])
     assert result.model_path.is_file() and result.model_path == folder / "rn" / "final" / "model.keras"
     out = capsys.readouterr().out
     assert "features of train (80 images x 3 view(s)): read" in out  # the search's features are reused
     assert "features of val (20 images x 3 view(s)): computed" in out  # val views join the training data
+
+    # the threshold is chosen on the best trial's head restored from its checkpoint, on the cached val features
+    import pandas as pd
+
+    best = yaml.safe_load((folder / "rn" / "final" / "best_config.json").read_text())
+    assert best["threshold"]["policy"] == "youden" and "restored from its checkpoint" in best["threshold"]["source"]
+    chosen_on = pd.read_csv(folder / "rn" / "final" / "validation_predictions.csv")
+    p = np.clip(chosen_on["probability"].to_numpy(), 1e-7, 1 - 1e-7)
+    y = chosen_on["label"].to_numpy()
+    val_loss = pd.read_csv(folder / "rn" / "trials.csv", dtype={"trial_id": str}).set_index("trial_id").loc[
+        best["trial_id"], "val_loss"]
+    assert -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)) == pytest.approx(val_loss, abs=1e-4)
 
     # the saved full model predicts, on each validation image, what its head predicts on the cached feature
     model = keras.models.load_model(result.model_path)
