@@ -142,6 +142,41 @@ class SelectionConfig:
         return {"top_k": self.top_k, "seeds": self.seeds}
 
 
+BUDGET_KINDS = {"epochs": "epochs_run", "seconds": "seconds"}  # budget kind -> the trials-table column it sums
+
+
+@dataclass(frozen=True)
+class SearchBudget:
+    """Stop asking the oracle for trials once the trials have spent ``amount`` epochs or seconds.
+
+    Set by a repeated oracle comparison (``hpstudy compare``) so every repeat gets the same budget; the
+    trial running when the budget runs out finishes. Spent = the sum of the trials' ``epochs_run`` (epochs
+    trained) or ``seconds`` (training time) in the trials table.
+    """
+
+    kind: str
+    amount: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in BUDGET_KINDS:
+            raise ConfigError(f"budget: the kind must be one of {', '.join(BUDGET_KINDS)}, but got {self.kind!r}")
+        if not isinstance(self.amount, (int, float)) or isinstance(self.amount, bool) or not self.amount > 0 \
+                or self.amount == float("inf"):
+            raise ConfigError(f"budget: {self.kind} must be a finite number > 0, but got {self.amount!r}")
+
+    @property
+    def column(self) -> str:
+        """The trials-table column the budget sums: ``epochs_run`` or ``seconds``."""
+        return BUDGET_KINDS[self.kind]
+
+    def describe(self) -> str:
+        """E.g. ``"20 epochs"`` or ``"600 seconds"``."""
+        return f"{self.amount:g} {self.kind}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {self.kind: self.amount}
+
+
 _MAX_VIEWS = 64
 
 

@@ -36,6 +36,7 @@ from hpstudy.config.sections import (
     FinetuneConfig,
     Objective,
     OracleConfig,
+    SearchBudget,
     SelectionConfig,
     ThresholdConfig,
     abspath,
@@ -95,10 +96,16 @@ class StudyConfig:
     selection: SelectionConfig = SelectionConfig()  # top-k re-evaluation before the winner (hpstudy confirm)
     threshold: ThresholdConfig = ThresholdConfig()  # the operating point chosen at finalize
     calibration: str = "none"  # or "temperature", fitted at finalize
+    # Set by a repeated oracle comparison only (not YAML keys): the repeat's own run directory
+    # (``<name>/repeat-<r>/``) and its equal budget. None keeps a study as it was.
+    run_dir: Path | None = None
+    budget: SearchBudget | None = None
 
     @property
     def study_dir(self) -> Path:
-        """The run directory: ``<folder of the YAML>/<name>`` (``studies/<name>`` without a file)."""
+        """The run directory: ``<folder of the YAML>/<name>`` (``studies/<name>`` without a file), or ``run_dir``."""
+        if self.run_dir is not None:
+            return Path(self.run_dir)
         return (self.source.parent if self.source else Path("studies")) / self.name
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,8 +113,8 @@ class StudyConfig:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "feature_cache" and value is None:
-                continue  # families without a frozen backbone: keeps their frozen study.yaml unchanged
+            if f.name in ("feature_cache", "run_dir", "budget") and value is None:
+                continue  # no frozen backbone, not a comparison's repeat: keeps their frozen study.yaml unchanged
             if isinstance(value, Path):
                 value = str(value)
             elif hasattr(value, "to_dict"):

@@ -35,7 +35,7 @@ log = logging.getLogger("hpstudy")
 # Settings that may change between runs of one study without invalidating its trials.
 RESUMABLE_CHANGES = ("oracle.iterations", "oracle.max_trials", "tensorboard", "keep_checkpoints",
                      "trials_per_process", "data", "source", "search_space_path", "finalize", "finetune", "leak_check",
-                     "selection", "threshold", "calibration")
+                     "selection", "threshold", "calibration", "run_dir", "budget")
 
 
 @dataclass
@@ -51,6 +51,8 @@ class StudyOutcome:
     finished_before: bool = False
     exhausted: bool = False
     paused: bool = False  # stopped at a trial_limit with budget left (a later run continues)
+    budget_reached: bool = False  # a comparison's repeat stopped because its trials spent config.budget
+    budget_spent: float | None = None  # what they spent (epochs or seconds), with a budget only
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,9 @@ def build_tuner(session: Session, *, trial_limit: int | None = None,
                        trial_limit=trial_limit)
     progress.planned = planned_trials(tuner)
     progress.planned_epochs = planned_epochs(tuner, config.oracle.trial_epochs)
+    if config.budget is not None:  # a comparison's repeat ends on its budget: the raised oracle limit is no plan
+        progress.planned = None
+        progress.planned_epochs = config.budget.amount if config.budget.kind == "epochs" else None
     return tuner, progress.planned
 
 
@@ -361,15 +366,34 @@ def conclude(session: Session, tuner: Any, planned: int | None, *, announce: boo
     exhausted = config.oracle.type != "hyperband" and bool(planned) and total < planned
     # stopped at trials_per_process: budget left, unless that was the last planned trial
     paused = bool(getattr(tuner, "paused", False)) and not (planned and total >= planned)
+    reached, spent = _budget_state(config, tuner)
     update_state(paths, status="running" if paused else "finished", finished=None if paused else utc_now(),
                  trials_done=total, planned_trials=planned,
                  best_trial=None if best is None else best["trial_id"],
-                 best_score=None if best is None else best["score"], boundary=flags, exhausted=exhausted)
+                 best_score=None if best is None else best["score"], boundary=flags, exhausted=exhausted,
+                 **({} if config.budget is None else {"budget": config.budget.to_dict(), "budget_reached": reached,
+                                                      "budget_spent": spent}))
     outcome = StudyOutcome(paths.root, tuner.trials_run_here, total, planned, best, flags,
-                           session.finished_before and tuner.trials_run_here == 0, exhausted, paused)
+                           session.finished_before and tuner.trials_run_here == 0, exhausted, paused, reached, spent)
     if announce:
         log.info(summary_text(outcome, config))
     return outcome
+
+
+def _budget_state(config: StudyConfig, tuner: Any) -> tuple[bool, float | None]:
+    """Whether the search stopped on ``config.budget``, and what its trials spent (None without a budget)."""
+    if config.budget is None:
+        return False, None
+    return bool(getattr(tuner, "budget_reached", False)), round(float(tuner.budget_spent()), 3)
+
+
+def _budget_line(outcome: StudyOutcome, config: StudyConfig) -> str | None:
+    if config.budget is None or outcome.paused:
+        return None
+    spent = f"spent {outcome.budget_spent or 0:g} of {config.budget.describe()}"
+    if outcome.budget_reached:
+        return f"Budget reached: {spent} (the trial running when it ran out was allowed to finish)."
+    return f"The search ended before its budget: {spent} (the oracle had no further trial to give)."
 
 
 def summary_text(outcome: StudyOutcome, config: StudyConfig) -> str:
@@ -383,6 +407,9 @@ def summary_text(outcome: StudyOutcome, config: StudyConfig) -> str:
         lines.append(f"The oracle stopped after {outcome.trials_total} of {outcome.planned} trials because it found "
                      "no untried combination of hyperparameters (Keras Tuner's 'Oracle triggered exit'): "
                      "the search space is smaller than the budget. Widen the space or lower max_trials.")
+    budget_line = _budget_line(outcome, config)
+    if budget_line:
+        lines.append(budget_line)
     if outcome.best is not None:
         lines.append(f"Best trial {outcome.best['trial_id']}: {config.objective.name}={outcome.best['score']:.4f} "
                      f"at epoch {outcome.best['best_epoch']}.")

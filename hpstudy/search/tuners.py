@@ -55,6 +55,10 @@ class _TrialLimitReached(Exception):
     """Raised before a new trial is asked for once this process has run its share (``trial_limit``)."""
 
 
+class _BudgetReached(Exception):
+    """Raised before a new trial is asked for once the study's trials have spent its ``budget``."""
+
+
 class _StudyTunerMixin(compat.TunerHooks):
     """Bookkeeping shared by every oracle's tuner; see the module docstring.
 
@@ -64,8 +68,10 @@ class _StudyTunerMixin(compat.TunerHooks):
 
     def __init__(self, *args: Any, base_seed: int = 0, keep_checkpoints: bool = False,
                  on_trial_done: Callable[[Any, Any], None] | None = None, trial_limit: int | None = None,
-                 **kwargs: Any) -> None:
+                 budget: Any = None, **kwargs: Any) -> None:
         self._base_seed = base_seed
+        self.budget = budget  # a config.SearchBudget (a repeated comparison's equal budget) or None
+        self.budget_reached = False
         self._keep_checkpoints = keep_checkpoints
         self.on_trial_done = on_trial_done
         self.trial_limit = trial_limit
@@ -79,11 +85,14 @@ class _StudyTunerMixin(compat.TunerHooks):
         # Freezing what exists before the search keeps those scans to the trial's own objects (~ms).
         gc.collect()
         gc.freeze()
-        self.paused = False
+        self.paused = self.budget_reached = False
         try:
             return super().search(*args, **kwargs)
         except _TrialLimitReached:
             self.paused = True
+            return None
+        except _BudgetReached:
+            self.budget_reached = True
             return None
         finally:
             gc.unfreeze()
@@ -93,7 +102,24 @@ class _StudyTunerMixin(compat.TunerHooks):
         # the next process resumes the oracle exactly where this one stopped.
         if self.trial_limit is not None and self.trials_run_here >= self.trial_limit:
             raise _TrialLimitReached()
+        # Same place for the budget: the trial that was running when it ran out has finished, none starts.
+        if self.budget is not None and self.budget_spent() >= self.budget.amount:
+            raise _BudgetReached()
         super().pre_create_trial()
+
+    def budget_spent(self) -> float:
+        """Epochs trained or training seconds (``budget.column``) summed over every trial of the study so far.
+
+        Read from each trial's metadata on disk, so a resumed study counts what earlier processes spent; a
+        trial without metadata (failed, or killed while running) counts 0.
+        """
+        column = self.budget.column if self.budget is not None else "epochs_run"
+        total = 0.0
+        for trial_id in self.oracle.trials:
+            meta = read_json(Path(self.get_trial_dir(trial_id)) / TRIAL_META_FILE, default=None)
+            if isinstance(meta, dict):
+                total += float(meta.get(column) or 0.0)
+        return total
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
         keras.backend.clear_session()
@@ -205,7 +231,8 @@ def make_tuner(config: Any, hypermodel: kt.HyperModel, *, directory: Path, overw
     """Create (or reload, when the project exists) the tuner of a study's oracle, chosen by name.
 
     ``trial_limit`` stops ``search`` (``tuner.paused`` is then True) once this process has run that many
-    trials; the oracle's state on disk lets a new process continue.
+    trials; the oracle's state on disk lets a new process continue. A ``config.budget`` stops it
+    (``tuner.budget_reached`` is then True) once the study's trials have spent that budget.
     """
     tuner_class, oracle_kwargs = TUNERS[config.oracle.type]
     _mark_reloadable(Path(directory) / "tuner", overwrite)
@@ -222,6 +249,7 @@ def make_tuner(config: Any, hypermodel: kt.HyperModel, *, directory: Path, overw
         keep_checkpoints=config.keep_checkpoints,
         on_trial_done=on_trial_done,
         trial_limit=trial_limit,
+        budget=getattr(config, "budget", None),
         **oracle_kwargs(config.oracle),
     )
     _apply_budget(tuner.oracle, config.oracle)
