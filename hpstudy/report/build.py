@@ -30,7 +30,12 @@ from hpstudy.report.search_sections import data_section, search_section
 from hpstudy.report.selection_section import selection_section
 from hpstudy.report.views_section import comparison_edf_section, views_section
 
-__all__ = ["ReportResult", "write_report", "comparison_section", "study_section"]
+__all__ = ["ReportResult", "write_report", "comparison_section", "study_section", "SINGLE_RUN_NOTE"]
+
+SINGLE_RUN_NOTE = ("Single run per oracle: each study below was searched once, with one seed, so these differences "
+                   "carry no uncertainty and a rerun with other seeds may reverse them. For repeats at an equal "
+                   "budget with a significance test, run `hpstudy compare A.yaml B.yaml --repeats 5 "
+                   "--budget-epochs E`.")
 
 
 @dataclass
@@ -155,6 +160,7 @@ def comparison_section(runs: Sequence[StudyRun], assets: Assets, *,
     section = Section("Oracle comparison", "comparison")
     comparable, notes = compatibility_notes(runs)
     section.add(*(Note(n) if n.startswith("Warning") else Para(n) for n in notes))
+    section.add(Para(SINGLE_RUN_NOTE))
     with_trials = [r for r in runs if r.trials is not None]
     for run in runs:
         if run.trials is None:
