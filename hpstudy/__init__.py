@@ -56,6 +56,7 @@ _LAZY = {
     "binary_metrics": "hpstudy.metrics",
     "bootstrap_ci": "hpstudy.metrics",
     "run_demo": "hpstudy.demo",
+    "compare_studies": "hpstudy.repeats",
 }
 
 __all__ = [

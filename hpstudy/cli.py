@@ -8,6 +8,7 @@ study state; one line, no traceback), 2 a usage error (argparse).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -133,6 +134,49 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"note: {sentence}")
     print(f"Report written to {result.html} (Markdown: {result.markdown})")
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from hpstudy.repeats import compare_studies
+
+    outcome = compare_studies(args.studies, repeats=args.repeats, budget_epochs=args.budget_epochs,
+                              budget_seconds=args.budget_seconds, out_dir=args.out, data=args.data,
+                              overrides=args.set, margin=args.margin, fit_verbose=args.verbose)
+    print(outcome.verdict)
+    print(f"Report written to {outcome.report.html} (Markdown: {outcome.report.markdown})")
+    return 0
+
+
+def _add_compare(sub: Any) -> None:
+    compare = sub.add_parser("compare", help="compare oracles: each study searched R times at an equal budget, "
+                                             "with error bars and a significance test")
+    compare.add_argument("studies", nargs="+", help="two or more study YAML files (one family, objective and data)")
+    compare.add_argument("--repeats", type=_positive, required=True, metavar="R",
+                         help="repeats per study, each with its own seed (R >= 4 or 5 for a test to reach p < 0.05)")
+    budget = compare.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget-epochs", type=_positive_number, metavar="E",
+                        help="equal budget: each repeat stops once its trials have trained E epochs in all")
+    budget.add_argument("--budget-seconds", type=_positive_number, metavar="S",
+                        help="equal budget: each repeat stops once its trials have trained S seconds in all")
+    compare.add_argument("--out", default=None, help="report folder (default: compare-<names> beside the run "
+                                                      "directories)")
+    compare.add_argument("--data", help="data folder or .zip for every study (overrides the YAMLs' data)")
+    compare.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a setting of every study, e.g. --set image_size=64 (repeatable)")
+    compare.add_argument("--margin", type=float, default=0.01, help="'within margin of the best' (default: 0.01)")
+    compare.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity in trials")
+    compare.set_defaults(func=_cmd_compare)
+
+
+def _positive_number(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, but got {text!r}")
+    return value
 
 
 def _add_study_args(parser: argparse.ArgumentParser) -> None:
@@ -286,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--explore", default=None, help="an `hpstudy explore` output folder to include")
     report.add_argument("--margin", type=float, default=0.01, help="'within margin of the best' for comparisons")
     report.set_defaults(func=_cmd_report)
+    _add_compare(sub)
     for name, func, text in (("status", _cmd_status, "progress, top trials and boundary flags"),
                              ("export", _cmd_export, "rebuild trials.csv from the tuner directory")):
         command = sub.add_parser(name, help=text)

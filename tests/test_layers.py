@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hpstudy.gradcam",),
     ("hpstudy.explain",),
     ("hpstudy.report",),
+    ("hpstudy.repeats",),
     ("hpstudy.demo",),
     ("hpstudy.cli",),
 )
