@@ -247,15 +247,21 @@ def compare_studies(studies: Sequence[StudyConfig | str | Path], *, repeats: int
             _refuse_changed(config, fingerprints[name])
     with quieted(not verbose):
         ran = _run_repeats(plans, fit_verbose)
-        first = configs[0]
-        result = compare_repeats({n: [_repeat(c) for c in plan] for n, plan in plans.items()},
-                                 direction=first.objective.direction, margin=margin, alpha=alpha,
-                                 budget=(budget.kind, budget.amount), objective=first.objective.name)
-        notes = [n for n in (_raised_note(c, budget) for c in configs) if n]
-        out = Path(out_dir) if out_dir is not None else first.study_dir.parent / "-".join(["compare", *plans])
-        report = write_repeat_report(result, out_dir=out, studies=_studies_table(configs, plans), notes=[
-            "So that the budget, not the oracle's own limit, ends each repeat, the limits were raised for the "
-            "repeats: " + "; ".join(notes) + "."] if notes else [])
+        result, report = _report(configs, plans, budget, out_dir, margin=margin, alpha=alpha)
         log.info("[compare] %s", result.verdict)
         log.info("[compare] report: %s", report.html)
     return ComparisonOutcome({n: [c.study_dir for c in p] for n, p in plans.items()}, ran, result, report)
+
+
+def _report(configs: Sequence[StudyConfig], plans: Mapping[str, list[StudyConfig]], budget: SearchBudget,
+            out_dir: str | Path | None, *, margin: float, alpha: float) -> tuple[RepeatComparison, RepeatReport]:
+    """The statistics of every repeat, and the report written from them."""
+    first = configs[0]
+    result = compare_repeats({n: [_repeat(c) for c in plan] for n, plan in plans.items()},
+                             direction=first.objective.direction, margin=margin, alpha=alpha,
+                             budget=(budget.kind, budget.amount), objective=first.objective.name)
+    raised = [n for n in (_raised_note(c, budget) for c in configs) if n]
+    notes = [f"So that the budget, not the oracle's own limit, ends each repeat, the limits were raised for the "
+             f"repeats: {'; '.join(raised)}."] if raised else []
+    out = Path(out_dir) if out_dir is not None else first.study_dir.parent / "-".join(["compare", *plans])
+    return result, write_repeat_report(result, out_dir=out, studies=_studies_table(configs, plans), notes=notes)

@@ -80,14 +80,23 @@ def run_study(config: StudyConfig | str | Path, *, data: str | Path | None = Non
 
 
 def _delete_run(paths: StudyPaths) -> None:
-    """Delete a run directory, except the lock file this process holds (deleting it would free the study)."""
+    """Delete a run directory, except the lock file this process holds (deleting it would free the study) and
+    the repeats of an oracle comparison (``repeat-<r>/``: runs of their own, kept by ``hpstudy compare``)."""
     for child in paths.root.iterdir():
         if child == paths.lock:
+            continue
+        if child.is_dir() and child.name.startswith("repeat-") and child == paths.repeat(_index(child.name)):
+            log.info("--overwrite: keeping %s (a repeat of `hpstudy compare`; delete it by hand if unwanted)", child)
             continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
             child.unlink()
+
+
+def _index(name: str) -> int:
+    suffix = name.partition("-")[2]
+    return int(suffix) if suffix.isdigit() else -1
 
 
 def export_trials(config: StudyConfig | str | Path) -> Path:

@@ -22,15 +22,16 @@ import pytest
 import yaml
 
 from hpstudy.cli import main
-from hpstudy.config import SearchBudget
+from hpstudy.config import SearchBudget, load_study
 from hpstudy.errors import ConfigError, StudyError
 from hpstudy.report.build import SINGLE_RUN_NOTE
 from hpstudy.report.repeats import Repeat, band, budget_statement, compare_repeats, repeat_run
 from hpstudy.report.significance import bootstrap_mean_difference, holm, mann_whitney, repeats_needed, smallest_p
 from tests.test_study import write_study
 
-RANDOM = {"type": "random", "max_trials": 2, "epochs": 1}
-BAYESIAN = {"type": "bayesian", "max_trials": 2, "epochs": 1, "num_initial_points": 1}
+RANDOM = {"type": "random", "max_trials": 1, "epochs": 2}
+BAYESIAN = {"type": "bayesian", "max_trials": 1, "epochs": 2, "num_initial_points": 1}
+HYPERBAND = {"type": "hyperband", "max_epochs": 2, "factor": 3, "iterations": 1}
 
 
 def trials(scores: list[float | None], *, epochs: int = 2, seconds: float = 1.0) -> pd.DataFrame:
@@ -163,15 +164,15 @@ def _search(folder: Path, budget: SearchBudget, max_trials: int = 50) -> Any:
 
 
 def test_a_search_stops_at_its_epoch_budget_and_resumes_to_a_larger_one(tmp_path: Path) -> None:
-    tuner = _search(tmp_path, SearchBudget("epochs", 5))
-    assert len(tuner.oracle.trials) == 3, "2 + 2 epochs < 5: a third trial starts, and finishes past the budget"
-    assert tuner.budget_reached and tuner.budget_spent() == 6.0
-    again = _search(tmp_path, SearchBudget("epochs", 5))
-    assert len(again.oracle.trials) == 3 and again.trials_run_here == 0 and again.budget_reached
-    more = _search(tmp_path, SearchBudget("epochs", 8))
-    assert more.trials_run_here == 1 and more.budget_spent() == 8.0
-    limited = _search(tmp_path / "limited", SearchBudget("epochs", 100), max_trials=2)
-    assert len(limited.oracle.trials) == 2 and not limited.budget_reached, "the oracle's own limit ended it first"
+    tuner = _search(tmp_path, SearchBudget("epochs", 3))
+    assert len(tuner.oracle.trials) == 2, "2 epochs < 3: a second trial starts, and finishes past the budget"
+    assert tuner.budget_reached and tuner.budget_spent() == 4.0
+    again = _search(tmp_path, SearchBudget("epochs", 3))
+    assert len(again.oracle.trials) == 2 and again.trials_run_here == 0 and again.budget_reached
+    more = _search(tmp_path, SearchBudget("epochs", 5))
+    assert more.trials_run_here == 1 and more.budget_spent() == 6.0
+    limited = _search(tmp_path / "limited", SearchBudget("epochs", 100), max_trials=1)
+    assert len(limited.oracle.trials) == 1 and not limited.budget_reached, "the oracle's own limit ended it first"
 
 
 def test_budget_values_are_checked() -> None:
@@ -231,6 +232,20 @@ def test_refusals_say_one_line_and_write_nothing(sample_data: Path, tmp_path: Pa
                                          *_files(fewer), fewer}, "a refused comparison wrote something"
 
 
+def test_repeat_configuration_seed_directory_and_raised_oracle_limit(sample_data: Path, tmp_path: Path) -> None:
+    from hpstudy.repeats import make_budget, repeat_config, repeat_seed
+
+    random = load_study(write_study(tmp_path, "rs", sample_data, RANDOM))
+    hyperband = load_study(write_study(tmp_path, "hb", sample_data, HYPERBAND))
+    second = repeat_config(random, 1, make_budget(epochs=6.5))
+    assert second.study_dir == tmp_path / "rs" / "repeat-1" and random.study_dir == tmp_path / "rs"
+    assert second.seed == repeat_seed(3, 1) != repeat_config(random, 0, make_budget(epochs=6.5)).seed
+    assert second.oracle.max_trials == 7, "one trial per epoch of the budget: the oracle cannot end first"
+    assert repeat_config(hyperband, 0, make_budget(epochs=6.5)).oracle.iterations == 7
+    assert repeat_config(random, 0, make_budget(seconds=2)).oracle.max_trials == 20
+    assert second.to_dict()["budget"] == {"epochs": 6.5} and "budget" not in random.to_dict()
+
+
 def test_the_api_refuses_bad_arguments(tmp_path: Path) -> None:
     from hpstudy.repeats import compare_studies, make_budget, repeat_seed
 
@@ -261,21 +276,22 @@ def test_compare_runs_repeats_at_equal_budget_and_resumes_after_an_interruption(
 
     monkeypatch.setattr(repeats, "run_study", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        compare_studies(studies, repeats=2, budget_epochs=2, margin=0.05)
+        compare_studies(studies, repeats=2, budget_epochs=1, margin=0.05)
     assert calls[:2] == [folder / "rs" / "repeat-0", folder / "bo" / "repeat-0"], "rounds: repeat 0 of each first"
     kept = {name: (folder / name / "repeat-0" / "trials.csv").read_bytes() for name in ("rs", "bo")}
     monkeypatch.setattr(repeats, "run_study", real)
 
-    outcome = compare_studies(studies, repeats=2, budget_epochs=2, margin=0.05)
-    assert outcome.trials_run == {"rs": [0, 2], "bo": [0, 2]}, "finished repeats are kept, the others run"
+    outcome = compare_studies(studies, repeats=2, budget_epochs=1, margin=0.05)
+    assert outcome.trials_run == {"rs": [0, 1], "bo": [0, 1]}, "finished repeats are kept, the others run"
     for name in ("rs", "bo"):
         assert (folder / name / "repeat-0" / "trials.csv").read_bytes() == kept[name]
         for index in range(2):
             run = folder / name / f"repeat-{index}"
             state, frozen = (yaml.safe_load((run / f).read_text()) for f in ("study.json", "study.yaml"))
-            assert state["budget_reached"] and state["budget_spent"] == 2 and state["trials_done"] == 2
-            assert frozen["seed"] == repeats.repeat_seed(3, index) and frozen["config"]["budget"] == {"epochs": 2}
-            assert frozen["config"]["oracle"]["max_trials"] == 2 and frozen["config"]["run_dir"] == str(run)
+            assert state["budget_reached"] and state["trials_done"] == 1
+            assert state["budget_spent"] == 2, "the trial started within the budget finished past it"
+            assert frozen["seed"] == repeats.repeat_seed(3, index) and frozen["config"]["budget"] == {"epochs": 1}
+            assert frozen["config"]["run_dir"] == str(run)
     assert outcome.data.scores["rs"].n == 2 and len(outcome.data.pairs) == 1
     assert "No significant difference between rs and bo with 2 repeats" in outcome.verdict
     html = outcome.report.html.read_text()
@@ -287,7 +303,7 @@ def test_compare_runs_repeats_at_equal_budget_and_resumes_after_an_interruption(
     (folder / "bo.yaml").write_text((folder / "bo.yaml").read_text().replace("- 32", "- 40"))
     with pytest.raises(StudyError, match=r"repeat-0 ran with other settings \(then -> now: image_size: \[32, 32\] "
                                          r"-> \[40, 40\]"):
-        compare_studies(studies, repeats=2, budget_epochs=2)
+        compare_studies(studies, repeats=2, budget_epochs=1)
 
 
 def test_a_single_run_comparison_says_it_is_one_run_per_oracle(tmp_path: Path) -> None:
@@ -305,8 +321,7 @@ def test_a_single_run_comparison_says_it_is_one_run_per_oracle(tmp_path: Path) -
 @pytest.mark.slow
 def test_a_killed_compare_command_resumes_and_keeps_finished_repeats(sample_data: Path, tmp_path: Path) -> None:
     folder = tmp_path / "studies"
-    studies = [write_study(folder, "rs", sample_data, {**RANDOM, "epochs": 2}),
-               write_study(folder, "bo", sample_data, {**BAYESIAN, "epochs": 2})]
+    studies = [write_study(folder, "rs", sample_data, RANDOM), write_study(folder, "bo", sample_data, BAYESIAN)]
     command = [sys.executable, "-m", "hpstudy.cli", "compare", *map(str, studies), "--repeats", "2",
                "--budget-epochs", "3"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -336,3 +351,8 @@ def test_a_killed_compare_command_resumes_and_keeps_finished_repeats(sample_data
         for index in range(2):
             state = yaml.safe_load((folder / name / f"repeat-{index}" / "study.json").read_text())
             assert state["status"] == "finished" and state["budget_reached"], (name, index)
+    search = subprocess.run([sys.executable, "-m", "hpstudy.cli", "search", str(studies[0]), "--overwrite"], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert search.returncode == 0 and "keeping" in search.stdout, search.stdout[-2000:] + search.stderr[-2000:]
+    assert (folder / "rs" / "repeat-0" / "trials.csv").read_bytes() == kept, "--overwrite of the study kept its repeats"
+    assert (folder / "rs" / "trials.csv").is_file()
