@@ -46,8 +46,8 @@ class RepeatReport:
 def plot_repeat_bands(data: RepeatComparison, path: str | Path, *, axis: str = "epochs") -> Path:
     """Median best-so-far of each oracle against ``axis`` ("epochs" or "seconds") with its interquartile band.
 
-    Each repeat is drawn as a thin step line; the dashed horizontal line is the overall best, the dotted
-    vertical line the budget (when it is on this axis).
+    Each repeat is drawn as a thin step line with a dot per trial, the final median as a diamond; the dashed
+    horizontal line is the overall best, the dotted vertical line the budget (when it is on this axis).
     """
     figure = MplFigure(figsize=(8, 4.8))
     ax = figure.subplots()
@@ -58,8 +58,12 @@ def plot_repeat_bands(data: RepeatComparison, path: str | Path, *, axis: str = "
         for run in data.runs[name]:
             x = np.asarray(run.cum_epochs if axis == "epochs" else run.cum_seconds, dtype=float) / scale
             ax.step(x, run.best_so_far, where="post", color=color, lw=0.8, alpha=0.35)
+            ax.plot(x, run.best_so_far, ".", color=color, ms=4, alpha=0.5)  # each trial's end
         ax.step(band.grid / scale, band.median, where="post", color=color, lw=2.2,
                 label=f"{name}: median of {band.repeats}")
+        known = np.flatnonzero(~np.isnan(band.median))
+        if len(known):  # the final median, visible even when the band is only one point wide
+            ax.plot(band.grid[known[-1]] / scale, band.median[known[-1]], "D", color=color, ms=6)
         ax.fill_between(band.grid / scale, band.q25, band.q75, step="post", color=color, alpha=0.2, lw=0,
                         label=f"{name}: interquartile range")
     if data.overall_best is not None:
