@@ -52,7 +52,7 @@ _LAZY = {
     "expected_calibration_error": "hpstudy.calibration",
     "gradcam_study": "hpstudy.explain",
     "heatmap": "hpstudy.gradcam",
-    "overlay": "hpstudy.gradcam",
+    "overlay": "hpstudy.gradcam_figures",
     "binary_metrics": "hpstudy.metrics",
     "bootstrap_ci": "hpstudy.metrics",
     "run_demo": "hpstudy.demo",

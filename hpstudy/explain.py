@@ -64,6 +64,7 @@ def _draw_groups(config: StudyConfig, paths: StudyPaths, which: str, per_group: 
     from hpstudy.data.discover import discover
     from hpstudy.data.pipeline import load_images
     from hpstudy.data.prepare import load_data_stats, ordered_class_names
+    from hpstudy.gradcam_figures import plot_gradcam_grid
 
     predictions = pd.read_csv(paths.predictions_csv(which))
     stats = load_data_stats(paths.data_stats)
@@ -85,7 +86,7 @@ def _draw_groups(config: StudyConfig, paths: StudyPaths, which: str, per_group: 
             raise ConfigError(f"--layer: {exc}") from None
         titles = [f"{group.upper()}: true {names[int(r.label)]}, p({names[1]})={r.probability:.2f}"
                   for r in rows.itertuples()]
-        figures[group] = gc.plot_gradcam_grid(
+        figures[group] = plot_gradcam_grid(
             images, maps, titles, paths.gradcam_figure(which, group),
             suptitle=f"{config.name} ({which}): Grad-CAM, {group.upper()} (explaining the {explain} class)")
     return figures, empty

@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hpstudy.operating",),
     ("hpstudy.finalize",),
     ("hpstudy.evaluation_sets", "hpstudy.evaluate"),
-    ("hpstudy.gradcam",),
+    ("hpstudy.gradcam", "hpstudy.gradcam_figures"),
     ("hpstudy.explain",),
     ("hpstudy.report",),
     ("hpstudy.demo",),
