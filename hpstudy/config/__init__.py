@@ -39,6 +39,7 @@ from hpstudy.config.sections import (
     FinetuneConfig,
     Objective,
     OracleConfig,
+    ProbesConfig,
     SelectionConfig,
     ThresholdConfig,
 )
@@ -54,4 +55,5 @@ __all__ = [
     "parse_study", "diff_configs", "resolve_config", "stage_config", "frozen_fingerprint", "AFTER_SEARCH",
     "SelectionConfig",
     "THRESHOLD_POLICIES", "CALIBRATION_METHODS", "ThresholdConfig", "SAFE_NAME",
+    "ProbesConfig",
 ]
