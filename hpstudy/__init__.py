@@ -51,6 +51,7 @@ _LAZY = {
     "brier_score": "hpstudy.calibration",
     "expected_calibration_error": "hpstudy.calibration",
     "gradcam_study": "hpstudy.explain",
+    "probe_study": "hpstudy.explain",
     "heatmap": "hpstudy.gradcam",
     "overlay": "hpstudy.gradcam_figures",
     "binary_metrics": "hpstudy.metrics",

@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hpstudy.finalize",),
     ("hpstudy.evaluation_sets", "hpstudy.evaluate"),
     ("hpstudy.gradcam", "hpstudy.gradcam_figures"),
+    ("hpstudy.probes", "hpstudy.probes_figures"),
     ("hpstudy.explain",),
     ("hpstudy.report",),
     ("hpstudy.demo",),
