@@ -11,16 +11,16 @@ test evaluation (``explain.probe_study``; recorded in the ledger as ``"kind": "p
     and one rule for every normalization strategy). **Flagged** when the model keeps at least half of
     its discrimination above chance with the centre hidden, ``(AUC_center - 0.5) >= 0.5 (AUC - 0.5)``,
     or when hiding the border band costs more AUC than hiding the centre. The cut lies half-way between
-    the known answers (tests/test_probes.py, 48 px phantoms, centre 0.7, four seeds): a model that reads
-    the lesion keeps -18 % to +1 % (AUC 0.96-0.97 -> 0.42-0.50), one that reads a planted corner marker
-    keeps 100 % (AUC 1.00 -> 1.00, and 0.41-0.58 with the border hidden). Not assessed below an unmasked
+    the known answers (tests/test_probes.py, 48 px phantoms, centre 0.7, phantom seeds 1-4): a model that
+    reads the lesion keeps -33 % to +1 % (AUC 0.96-1.00 -> 0.34-0.50), one that reads a planted corner
+    marker keeps 100 % (AUC 1.00 -> 1.00; 0.41-0.58 with the border hidden). Not assessed below an unmasked
     AUC of 0.6 (nothing to lose). 95 % intervals: paired stratified bootstrap.
 (b) **Grad-CAM mass.** The fraction of each map's total mass (upsampled to the image) inside the central
     box and inside the border band, per TP/TN/FP/FN group (TP and FP maps explain the positive class, TN
     and FN the negative, as in ``hpstudy gradcam``), against the regions' area fractions: a map without
     information spreads its mass like the area. **Flagged** when the maps explaining positive predictions
     (TP and FP) put more than the band's area share into the band (enrichment > 1): what makes the model
-    say "positive" then lies where no lung is. Known answers as above: marker 1.25-1.37x, lesion 0.04-0.05x.
+    say "positive" then lies where no lung is. Known answers as above: marker 1.25-1.46x, lesion 0.04-0.09x.
 (c) **Lung masks**, when the data set ships them (``data.masks``): the in-lung fraction of the same maps'
     mass against the lungs' area fraction. **Flagged** when the maps explaining positive predictions put
     less than the lungs' area share into the lungs (enrichment < 1): the evidence for a lung disease is
