@@ -30,7 +30,8 @@ def _complete_study(root: Path) -> Path:
                                                                  "threshold": THRESHOLD}))
     metrics_path = run / "evaluation" / "final" / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
-    metrics["calibration"] = {"brier": 0.12, "ece": 0.05, "bins": 10}
+    metrics["calibration"] = {"brier": 0.12, "ece": {"value": 0.05, "ci95": [0.03, 0.08]}, "bins": 10,
+                              "binning": "10 equal-width bins"}
     metrics_path.write_text(json.dumps(metrics))
     ledger = run / "evaluation" / "test_ledger.jsonl"
     with open(ledger, "a", encoding="utf-8") as handle:
@@ -61,7 +62,7 @@ def test_a_complete_study_reports_everything_it_knows(tmp_path: Path) -> None:
     assert "; 0 across all splits incl. test" in items["Leakage between partitions"].detail
     assert items["Model selection"].detail == SELECTION["sentence"]
     assert items["Operating point (threshold) and its source"].detail.startswith("policy sensitivity 0.95: 0.3125")
-    assert "brier 0.120, ece 0.050" in items["Calibration"].detail
+    assert items["Calibration"].detail == "final: brier 0.120, ece 0.050 [0.030, 0.080], bins 10"
     assert items["External validation"].detail == "final on hospital-b"
     single = items["Test set used once"].detail
     assert single.startswith("completed test evaluations: final 1x; 0 forced") and "1 probe run(s)" in single

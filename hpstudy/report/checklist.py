@@ -83,8 +83,9 @@ def _preprocessing(run: StudyRun) -> tuple[str, str] | None:
     normalizer = stats.get("normalizer") or {}
     size = "x".join(str(s) for s in stats.get("image_size") or [])
     augmentation = run.config.get("augmentation")
+    shown = ", ".join(f"{k} {v}" for k, v in augmentation.items()) if isinstance(augmentation, dict) else "none"
     return (f"grey, resized to {size} px; normalization {normalizer.get('strategy')} fitted on "
-            f"{stats.get('fitted_on', 'train')} only; augmentation of training batches only: {augmentation}",
+            f"{stats.get('fitted_on', 'train')} only; augmentation (training batches only): {shown}",
             _rel(run, run.paths.data_stats))
 
 
@@ -116,7 +117,7 @@ def _leakage(run: StudyRun) -> tuple[str, str] | None:
 def _model(run: StudyRun) -> tuple[str, str] | None:
     if not run.frozen:
         return None
-    space = run.config.get("search_space_path") or "inline search space"
+    space = run.config.get("search_space_path") or "inline (in study.yaml)"
     return (f"family {run.family}, weights {run.config.get('weights')}; search space {space}",
             _rel(run, run.paths.frozen_config))
 
@@ -182,7 +183,19 @@ def _performance(run: StudyRun) -> tuple[str, str] | None:
 
 
 def _num(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) else "?"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "?"
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
+def _estimate(value: Any) -> str | None:
+    """A number, or a ``{"value"/"estimate", "ci95"}`` record, as text; None for anything else."""
+    if isinstance(value, dict):
+        point = value.get("value", value.get("estimate"))
+        interval = value.get("ci95") or []
+        return None if point is None else _num(point) + (
+            f" [{_num(interval[0])}, {_num(interval[1])}]" if len(interval) == 2 else "")
+    return _num(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _threshold(run: StudyRun) -> tuple[str, str] | None:
@@ -203,7 +216,7 @@ def _calibration(run: StudyRun) -> tuple[str, str] | None:
     for model in _evaluated(run):
         calibration = (read_metrics(run.paths, model) or {}).get("calibration")
         if isinstance(calibration, dict) and calibration:
-            shown = ", ".join(f"{k} {_num(v)}" for k, v in calibration.items() if isinstance(v, (int, float)))
+            shown = ", ".join(f"{k} {_estimate(v)}" for k, v in calibration.items() if _estimate(v) is not None)
             return f"{model}: {shown or 'see the file'}", _rel(run, run.paths.metrics_json(model))
     return None
 
