@@ -140,7 +140,8 @@ def _selection(run: StudyRun) -> tuple[str, str] | None:
         return None
     selection = best.get("selection")
     if isinstance(selection, dict) and selection.get("sentence"):
-        return str(selection["sentence"]), _rel(run, run.paths.best_config)
+        sentence = str(selection["sentence"])
+        return sentence[:1].upper() + sentence[1:], _rel(run, run.paths.best_config)
     return (f"trial {best.get('trial_id')}, the best single search run ({best.get('objective')} "
             f"{_num(best.get('score'))}); not re-evaluated with several seeds", _rel(run, run.paths.best_config))
 
