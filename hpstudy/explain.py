@@ -201,8 +201,9 @@ def _probe_inputs(config: StudyConfig, paths: StudyPaths, model: str, evaluation
                          "lists other images): probe the data that was evaluated")
     x, y = load_split(records, image_size=tuple(stats["image_size"]))
     threshold = (evaluation.get("threshold_info") or {}).get("value", evaluation.get("threshold", 0.5))
+    raw = predictions["probability_uncalibrated"].to_numpy() if "probability_uncalibrated" in predictions else None
     return ProbeInputs(x, y, predictions["probability"].to_numpy(), stats["normalizer"],
-                       [r.path for r in records], source.root, float(threshold))
+                       [r.path for r in records], source.root, float(threshold), raw)
 
 
 def _probe(config: StudyConfig, path: Path, inputs: ProbeInputs, layer: str | None, n_boot: int) -> dict[str, Any]:

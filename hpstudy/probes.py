@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from hpstudy.errors import ConfigError
+from hpstudy.metrics import binary_metrics, paired_auc_bootstrap, percentile_interval
 
 __all__ = ["GROUPS", "POSITIVE_EVIDENCE", "MIN_AUC", "RETAINED_FLAG", "region_masks", "occlude", "mass_fractions",
            "occlusion_probe", "mass_probe", "lung_probe", "overall", "status_word", "ProbeInputs", "run_probes"]
@@ -106,8 +107,8 @@ def mass_fractions(maps: np.ndarray, regions: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- (a) occlusion
 
 def _interval(values: np.ndarray) -> list[float] | None:
-    values = values[np.isfinite(values)]
-    return [float(v) for v in np.percentile(values, [2.5, 97.5])] if len(values) else None
+    low, high = percentile_interval(values)
+    return None if math.isnan(low) else [low, high]
 
 
 def occlusion_probe(y_true: np.ndarray, scores: Mapping[str, np.ndarray], *, n_boot: int = 1000,
@@ -119,8 +120,6 @@ def occlusion_probe(y_true: np.ndarray, scores: Mapping[str, np.ndarray], *, n_b
         their paired-bootstrap 95 % intervals (``ci95``), ``flagged`` (None when not assessed) and a
         one-sentence ``verdict``.
     """
-    from hpstudy.metrics import binary_metrics, paired_auc_bootstrap
-
     auc = {name: binary_metrics(y_true, values)["roc_auc"] for name, values in scores.items()}
     boot = paired_auc_bootstrap(y_true, dict(scores), n_boot=n_boot, seed=seed)
     full, center, border = auc["unmasked"], auc["center_masked"], auc["border_masked"]
@@ -250,7 +249,9 @@ class ProbeInputs:
 
     ``x`` are the images on 0..255 as loaded (``(N, H, W, C)``), ``y`` their labels, ``recorded`` the
     evaluation's probabilities (they define the TP/TN/FP/FN groups at ``threshold``), ``paths`` and
-    ``root`` where the image files are (to find lung masks beside them).
+    ``root`` where the image files are (to find lung masks beside them), ``raw`` the model's own outputs
+    the evaluation recorded when a temperature changed them (default: ``recorded``): the probes check
+    that the model still gives them.
     """
 
     x: np.ndarray
@@ -260,6 +261,7 @@ class ProbeInputs:
     paths: Sequence[Path] = ()
     root: Path | None = None
     threshold: float = 0.5
+    raw: np.ndarray | None = None
 
 
 def run_probes(classifier: Any, inputs: ProbeInputs, *, center: float = 0.5, border: float = 0.1,
@@ -284,7 +286,8 @@ def run_probes(classifier: Any, inputs: ProbeInputs, *, center: float = 0.5, bor
               "gradcam_mass": mass_probe(mass_fractions(maps, inner), mass_fractions(maps, band), groups,
                                          center_area=float(inner.mean()), border_area=float(band.mean())),
               "lung_masks": _lungs(inputs, maps, groups)}
-    drift = float(np.abs(scores["unmasked"] - np.asarray(inputs.recorded)).max())
+    reference = inputs.recorded if inputs.raw is None else inputs.raw
+    drift = float(np.abs(scores["unmasked"] - np.asarray(reference, dtype="float64")).max())
     if drift > 1e-3:
         log.warning("warning: the model's unmasked test scores differ from the evaluation's by up to %.4f: "
                     "the images or the model changed since", drift)

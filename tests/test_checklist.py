@@ -30,8 +30,9 @@ def _complete_study(root: Path) -> Path:
                                                                  "threshold": THRESHOLD}))
     metrics_path = run / "evaluation" / "final" / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
-    metrics["calibration"] = {"brier": 0.12, "ece": {"value": 0.05, "ci95": [0.03, 0.08]}, "bins": 10,
-                              "binning": "10 equal-width bins"}
+    metrics["calibration"] = {"method": "temperature", "temperature": 1.5, "fitted_on": "validation predictions",
+                              "brier": 0.12, "brier_ci95": [0.1, 0.15], "ece": 0.05, "ece_ci95": [0.03, 0.08],
+                              "bins": 15, "binning": "15 equal-width bins"}
     metrics_path.write_text(json.dumps(metrics))
     ledger = run / "evaluation" / "test_ledger.jsonl"
     with open(ledger, "a", encoding="utf-8") as handle:
@@ -61,8 +62,10 @@ def test_a_complete_study_reports_everything_it_knows(tmp_path: Path) -> None:
     assert items["Leakage between partitions"].detail.startswith("2 image pair(s) shared by train and val")
     assert "; 0 across all splits incl. test" in items["Leakage between partitions"].detail
     assert items["Model selection"].detail == SELECTION["sentence"]
-    assert items["Operating point (threshold) and its source"].detail.startswith("policy sensitivity 0.95: 0.3125")
-    assert items["Calibration"].detail == "final: brier 0.120, ece 0.050 [0.030, 0.080], bins 10"
+    assert items["Operating point (threshold) and its source"].detail.startswith("policy sensitivity 0.95: 0.312; "
+                                                                                 "source: validation predictions")
+    assert items["Calibration"].detail == ("final: Brier 0.120 [0.100, 0.150], ECE 0.050 [0.030, 0.080] (15 "
+                                           "equal-width bins); temperature 1.500 fitted on validation predictions")
     assert items["External validation"].detail == "final on hospital-b"
     single = items["Test set used once"].detail
     assert single.startswith("completed test evaluations: final 1x; 0 forced") and "1 probe run(s)" in single
@@ -100,5 +103,5 @@ def test_the_report_shows_the_checklist_and_the_probes(tmp_path: Path) -> None:
     assert "Reporting checklist (CLAIM / TRIPOD+AI)" in html and "16 item(s) reported" in html
     assert "Shortcut probes of the final model on the 50 test images: FLAGGED" in html
     assert "final_probes.png" in result.markdown.read_text()
-    assert "2 test evaluation record(s) and 1 probe record(s)" in html
+    assert "2 evaluation record(s) and 1 probe record(s) (not evaluations)" in html
     assert not any("hpstudy probe" in note for note in result.missing)

@@ -268,12 +268,16 @@ def test_run_probes_reads_the_lung_masks_shipped_beside_the_test_images(tmp_path
             mask = image.parent.parent / "masks" / image.name
             mask.parent.mkdir(parents=True, exist_ok=True)
             mask.write_bytes(bytes(tf.io.encode_png(lung).numpy()))
-    recorded = model.predict(x / 255.0, verbose=0).reshape(-1)
-    probe_inputs = pr.ProbeInputs(x, y, recorded, Normalizer("fixed"), paths, tmp_path, float(np.median(recorded)))
+    raw = model.predict(x / 255.0, verbose=0).reshape(-1).astype("float64")
+    recorded = 1 / (1 + np.exp(-np.log(raw / (1 - raw)) / 2.0))  # as evaluated after a temperature of 2
+    probe_inputs = pr.ProbeInputs(x, y, recorded, Normalizer("fixed"), paths, tmp_path, float(np.median(recorded)),
+                                  raw=raw)
     result = pr.run_probes(model, probe_inputs, center=0.5, border=0.1, n_boot=20)
     lungs = result["lung_masks"]
     assert lungs["found"] == 5 and lungs["n_test"] == 6 and "(5 of 6 test images)" in lungs["verdict"]
     assert lungs["lungs"]["all"]["n"] == 6 and lungs["lungs"]["all"]["empty"] >= 1  # no mask: no fraction
     if lungs["flagged"] is not None:
         assert lungs["area"] == pytest.approx(0.375)
-    assert result["max_score_difference"] < 1e-5 and json.dumps(result)  # strict JSON: no NaN
+    assert result["max_score_difference"] < 1e-5  # compared with the model's own outputs, not the calibrated ones
+    assert sum(result["groups"][g] for g in ("tp", "fp")) == 3  # predicted positive at the median
+    assert json.dumps(result, allow_nan=False)  # strict JSON: no NaN

@@ -189,21 +189,11 @@ def _num(value: Any) -> str:
     return str(value) if isinstance(value, int) else f"{value:.3f}"
 
 
-def _estimate(value: Any) -> str | None:
-    """A number, or a ``{"value"/"estimate", "ci95"}`` record, as text; None for anything else."""
-    if isinstance(value, dict):
-        point = value.get("value", value.get("estimate"))
-        interval = value.get("ci95") or []
-        return None if point is None else _num(point) + (
-            f" [{_num(interval[0])}, {_num(interval[1])}]" if len(interval) == 2 else "")
-    return _num(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _threshold(run: StudyRun) -> tuple[str, str] | None:
     record = (_best(run) or {}).get("threshold")
     if isinstance(record, dict) and record.get("value") is not None:
         target = f" {record['target']}" if record.get("target") is not None else ""
-        return (f"policy {record.get('policy')}{target}: {record['value']:.4f}, chosen on {record.get('source')} "
+        return (f"policy {record.get('policy')}{target}: {_num(record['value'])}; source: {record.get('source')} "
                 f"(n={record.get('n_val')})", _rel(run, run.paths.best_config))
     for model in _evaluated(run):
         result = read_metrics(run.paths, model) or {}
@@ -214,12 +204,24 @@ def _threshold(run: StudyRun) -> tuple[str, str] | None:
 
 
 def _calibration(run: StudyRun) -> tuple[str, str] | None:
+    """Brier score and ECE with intervals (``metrics.json`` ``calibration``: ``brier``, ``brier_ci95``, ...)."""
     for model in _evaluated(run):
         calibration = (read_metrics(run.paths, model) or {}).get("calibration")
-        if isinstance(calibration, dict) and calibration:
-            shown = ", ".join(f"{k} {_estimate(v)}" for k, v in calibration.items() if _estimate(v) is not None)
-            return f"{model}: {shown or 'see the file'}", _rel(run, run.paths.metrics_json(model))
+        if not isinstance(calibration, dict) or calibration.get("brier") is None:
+            continue
+        shown = [f"{name} {_num(calibration.get(key))}{_ci(calibration.get(key + '_ci95'))}"
+                 for name, key in (("Brier", "brier"), ("ECE", "ece")) if calibration.get(key) is not None]
+        binning = calibration.get("binning") or (f"{calibration['bins']} bins" if calibration.get("bins") else "")
+        method = calibration.get("method", "none")
+        scaled = (f"; temperature {_num(calibration.get('temperature'))} fitted on {calibration.get('fitted_on')}"
+                  if method == "temperature" else "; no recalibration")
+        return (f"{model}: {', '.join(shown)}" + (f" ({binning})" if binning else "") + scaled,
+                _rel(run, run.paths.metrics_json(model)))
     return None
+
+
+def _ci(interval: Any) -> str:
+    return f" [{_num(interval[0])}, {_num(interval[1])}]" if isinstance(interval, list) and len(interval) == 2 else ""
 
 
 def _external(run: StudyRun) -> tuple[str, str] | None:
