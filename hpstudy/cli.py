@@ -126,6 +126,13 @@ def _cmd_gradcam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from hpstudy.explain import probe_study
+
+    probe_study(args.study, model=args.model, layer=args.layer, data=args.data, overrides=args.set)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from hpstudy.report import write_report
 
@@ -281,6 +288,18 @@ def _add_finalize_commands(sub: Any) -> None:
     gradcam.add_argument("--layer", default=None, help="convolutional layer (default: the last one)")
     gradcam.add_argument("--data", help=_DATA_HELP)
     gradcam.set_defaults(func=_cmd_gradcam)
+
+    probe = sub.add_parser("probe", help="shortcut probes (occlusion, Grad-CAM mass, lung masks) on the test split, "
+                                         "after the model's evaluation")
+    _add_study_args(probe)
+    probe.add_argument("--model", default="final", choices=("final", "finetune"),
+                       help="which evaluated model (default: final)")
+    probe.add_argument("--layer", default=None, help="Grad-CAM layer (default: the last convolutional one)")
+    probe.add_argument("--data", help=_DATA_HELP)
+    probe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="probe regions, e.g. --set probes.center=0.6 --set probes.border=0.1 (fractions of "
+                            "the image side; default: the study's probes section)")
+    probe.set_defaults(func=_cmd_probe)
 
 
 def _add_confirm(sub: Any) -> None:

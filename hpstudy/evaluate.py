@@ -38,7 +38,7 @@ from hpstudy.evaluation_sets import (
 from hpstudy.paths import MODELS, StudyPaths
 from hpstudy.records import (
     check_first_evaluation,
-    ledger_entries,
+    evaluation_entries,
     read_best_config,
     read_metrics,
     read_model_record,
@@ -295,7 +295,7 @@ def _completed(paths: StudyPaths, model: str, sha: str, dataset: str) -> dict[st
     result = read_metrics(paths, model, dataset)
     if not result or result.get("model_sha256") != sha or not paths.predictions_csv(model, dataset).is_file():
         return None
-    completed = [e for e in ledger_entries(paths) if e.get("model_sha256") == sha and e.get("status") == "completed"
+    completed = [e for e in evaluation_entries(paths) if e.get("model_sha256") == sha and e.get("status") == "completed"
                  and e.get("dataset", TEST) == dataset]
     return result if completed else None
 
@@ -338,7 +338,7 @@ def _metrics_line(name: str, model: str, dataset: str, result: dict[str, Any]) -
 
 def best_evaluated_model(paths: StudyPaths) -> str:
     """The model with the best test ROC AUC in the ledger (the course's rule for Grad-CAM)."""
-    entries = [e for e in ledger_entries(paths) if e.get("model") in MODELS and e.get("metrics")
+    entries = [e for e in evaluation_entries(paths) if e.get("model") in MODELS and e.get("metrics")
                and e.get("dataset", TEST) == TEST]
     if not entries:
         raise EvaluationError(f"no evaluation in {paths.ledger}: run `hpstudy evaluate` first")

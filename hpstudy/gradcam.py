@@ -5,9 +5,14 @@ Grad-CAM (Selvaraju et al., 2017) weights each channel ``k`` of a convolutional 
 
     alpha_k = 1/(h*w) * sum_ij dy/dA_ij^k,     cam = ReLU(sum_k alpha_k A^k),
 
-then normalizes each map to ``cam / (max(cam) + epsilon)``. The score is the *logit*
+then normalizes each map by its own maximum, so every map spans 0..1 whatever the scale of the logit
+(an absolute ``max + 1e-7``, the keras-io recipe, shrinks a weak model's map towards 0: with the logit
+scaled by 1e-5 its maximum was 0.02-0.04). A map whose maximum is not above ``rtol`` times the largest
+absolute pre-ReLU value of the same image carries no positive evidence: it stays all zero and is flagged
+(``empty_maps``; logged, and said in the figure's title). The score is the *logit*
 (pre-sigmoid / pre-softmax), never the probability, whose gradient vanishes where the model
-is confident. ``heatmap`` is pure (model and images in, maps out); drawing is separate.
+is confident. ``heatmap`` is pure (model and images in, maps out); overlays and figures are drawn in
+``hpstudy.gradcam_figures``.
 
 Nested models (a ``ResNet50V2`` used as a layer) hide their inner layers from the outer graph,
 so ``keras.Model(model.inputs, inner_layer.output)`` fails with "Graph disconnected". We rebuild
@@ -18,24 +23,16 @@ both the inner activation and the backbone output (recursively for deeper nestin
 
 from __future__ import annotations
 
-import math
-import os
-import textwrap
+import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
 
-from hpstudy._io import atomic_path
+log = logging.getLogger("hpstudy")
 
-__all__ = ["find_last_conv_layer", "heatmap", "resize_heatmap", "overlay", "outcome_groups",
-           "pointing_game", "plot_gradcam_grid"]
+__all__ = ["find_last_conv_layer", "heatmap", "empty_maps", "resize_heatmap", "outcome_groups", "pointing_game"]
 
 _CONV = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
          keras.layers.Conv2DTranspose)
@@ -243,16 +240,18 @@ def _class_column(n_out: int, class_index: int | None, explain: str) -> tuple[in
 
 
 def heatmap(model: keras.Model, images: np.ndarray, *, layer: str | None = None, class_index: int | None = None,
-            explain: str = "positive", epsilon: float = 1e-7) -> np.ndarray:
+            explain: str = "positive", rtol: float = 1e-6) -> np.ndarray:
     """Grad-CAM maps of ``images`` at the resolution of a convolutional layer.
 
     With ``A`` the activation of ``layer`` and ``y`` the score explained::
 
-        alpha_k = mean_ij dy/dA_ij^k,   cam = ReLU(sum_k alpha_k A^k),   map = cam / (max(cam) + epsilon)
+        alpha_k = mean_ij dy/dA_ij^k,   s = sum_k alpha_k A^k,   cam = ReLU(s),   map = cam / max(cam)
 
-    per image, so an all-zero ``cam`` stays zero. The score ``y`` is the logit: the output of the
-    layer named ``logit``, else the input of a final sigmoid/softmax activation; only when neither
-    exists is it the probability. For a single-output (sigmoid) model ``y = logit`` with
+    per image, when ``max(cam) > rtol * max|s|``: scale-free, so the map of a logit scaled by 1e-5 is the
+    map of the unscaled logit. Otherwise (no positive evidence for the explained class, or only rounding
+    noise) the map is all zero; ``empty_maps`` flags it and a warning is logged. The score ``y`` is the
+    logit: the output of the layer named ``logit``, else the input of a final sigmoid/softmax
+    activation; only when neither exists is it the probability. For a single-output (sigmoid) model ``y = logit`` with
     ``explain="positive"`` and ``y = -logit`` with ``explain="negative"`` (what speaks for the
     negative class); ``class_index`` 1 or 0 is an alias for those. For a softmax model ``y`` is the
     logit of ``class_index`` (negated with ``explain="negative"``). Inference mode (dropout off,
@@ -265,17 +264,19 @@ def heatmap(model: keras.Model, images: np.ndarray, *, layer: str | None = None,
             unique); default ``find_last_conv_layer(model)``.
         class_index: the class of a softmax model (required there).
         explain: ``"positive"`` or ``"negative"``.
-        epsilon: added to the maximum in the normalization.
+        rtol: relative tolerance below which a map counts as empty (> 0).
 
     Returns:
         ``(N, h, w)`` float32 maps in ``[0, 1]``.
 
     Raises:
         ValueError: images not 4-D or not matching the model input; unknown layer (the message lists
-            candidates); missing or invalid ``class_index``; invalid ``explain``.
+            candidates); missing or invalid ``class_index``; invalid ``explain`` or ``rtol``.
     """
     import tensorflow as tf
 
+    if not 0.0 < rtol < 1.0:
+        raise ValueError(f"rtol must be in (0, 1), got {rtol!r}")
     images = _check_images(model, images)
     column, sign = _class_column(int(model.outputs[0].shape[-1]), class_index, explain)
     tapped, to_logits = _tapped_model(model, _resolve_layer(model, layer))
@@ -288,9 +289,30 @@ def heatmap(model: keras.Model, images: np.ndarray, *, layer: str | None = None,
         # Each score depends only on its own image, so the gradient of the sum is per-image.
         grads = tf.cast(tape.gradient(score, conv), "float32")
         alpha = tf.reduce_mean(grads, axis=(1, 2))
-        maps.append(tf.nn.relu(tf.einsum("nhwk,nk->nhw", tf.cast(conv, "float32"), alpha)).numpy())
-    cam = np.concatenate(maps)
-    return (cam / (cam.max(axis=(1, 2), keepdims=True) + epsilon)).astype("float32")
+        maps.append(tf.einsum("nhwk,nk->nhw", tf.cast(conv, "float32"), alpha).numpy())
+    return _normalize(np.concatenate(maps), rtol)
+
+
+def _normalize(summed: np.ndarray, rtol: float) -> np.ndarray:
+    """``ReLU(s) / max(ReLU(s))`` per map when that maximum is above ``rtol * max|s|``; else all zero."""
+    cam = np.maximum(summed.astype("float64"), 0.0)
+    peak = cam.max(axis=(1, 2), keepdims=True)
+    scale = np.abs(summed).max(axis=(1, 2), keepdims=True).astype("float64")
+    kept = (peak > rtol * scale) & (peak > 0)
+    out = np.where(kept, cam / np.where(kept, peak, 1.0), 0.0).astype("float32")
+    empty = int((~kept).sum())
+    if empty:
+        log.warning("warning: %d of %d Grad-CAM map(s) are all zero (no positive evidence for the explained class "
+                    "at this layer); they are drawn empty and flagged", empty, len(out))
+    return out
+
+
+def empty_maps(maps: np.ndarray) -> np.ndarray:
+    """Which maps of ``heatmap`` are flagged empty (all zero): ``(N,)`` bool for ``(N, h, w)`` maps."""
+    maps = np.asarray(maps)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (N, h, w), got shape {maps.shape}")
+    return ~(maps > 0).any(axis=(1, 2))
 
 
 def resize_heatmap(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -307,44 +329,6 @@ def resize_heatmap(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                                          data_format="channels_last")
         out = np.clip(keras.ops.convert_to_numpy(resized)[..., 0], 0.0, 1.0)
     return out[0] if single else out
-
-
-def _display(image: np.ndarray) -> np.ndarray:
-    """An image ``(H, W)`` or ``(H, W, 1|3)`` as RGB in ``[0, 1]`` (min-max rescaled)."""
-    image = np.asarray(image, dtype="float32")
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"image must be (H, W) or (H, W, 1|3), got shape {image.shape}")
-    low, high = float(image.min()), float(image.max())
-    return (image - low) / (high - low) if high > low else np.zeros_like(image)
-
-
-def overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.4, colormap: str = "jet") -> np.ndarray:
-    """Superimpose a heat map on an image, the keras-io recipe: ``clip(image + alpha * colormap(heat), 0, 1)``.
-
-    Args:
-        image: ``(H, W)`` or ``(H, W, 1|3)`` in any range; rescaled to ``[0, 1]`` for display.
-        heat: ``(h, w)`` map in ``[0, 1]``; bilinearly resized to ``(H, W)``.
-        alpha: weight of the coloured heat map.
-        colormap: a Matplotlib colormap name.
-
-    Returns:
-        ``(H, W, 3)`` float32 RGB in ``[0, 1]``.
-
-    Raises:
-        ValueError: bad image or heat shape, or unknown colormap.
-    """
-    rgb = _display(image)
-    heat = np.asarray(heat, dtype="float32")
-    if heat.ndim != 2:
-        raise ValueError(f"heat must be a 2-D map (h, w), got shape {heat.shape}")
-    if colormap not in colormaps:
-        raise ValueError(f"unknown colormap {colormap!r}")
-    coloured = colormaps[colormap](resize_heatmap(heat, rgb.shape[:2]))[..., :3]
-    return np.clip(rgb + alpha * coloured, 0.0, 1.0).astype("float32")
 
 
 # --------------------------------------------------------------------------- groups and localisation
@@ -393,46 +377,3 @@ def pointing_game(maps: np.ndarray, boxes: Sequence[tuple[int, int, int, int]], 
     ys, xs = np.unravel_index(flat, maps.shape[1:])
     box = np.asarray(boxes, dtype="int64").reshape(-1, 4)
     return (box[:, 0] <= ys) & (ys < box[:, 2]) & (box[:, 1] <= xs) & (xs < box[:, 3])
-
-
-# --------------------------------------------------------------------------- figure
-
-def plot_gradcam_grid(images: np.ndarray, maps: np.ndarray, titles: Sequence[str], path: str | os.PathLike[str],
-                      *, suptitle: str, alpha: float = 0.4) -> Path:
-    """Draw rows of (image, Grad-CAM overlay) pairs and save them atomically.
-
-    Args:
-        images: ``(N, H, W)`` or ``(N, H, W, 1|3)`` images as they should be seen (not normalized).
-        maps: ``(N, h, w)`` maps in ``[0, 1]``, e.g. from ``heatmap``.
-        titles: one title per image.
-        path: the PNG (or other Matplotlib format) to write.
-        suptitle: the figure title.
-        alpha: weight of the heat map in the overlay.
-
-    Returns:
-        ``path`` as a ``Path``.
-
-    Raises:
-        ValueError: lengths differ or there is nothing to draw.
-    """
-    images, maps = np.asarray(images), np.asarray(maps)
-    if not len(images) == len(maps) == len(titles) or len(images) == 0:
-        raise ValueError(f"need as many images, maps and titles (at least one), got "
-                         f"{len(images)}, {len(maps)}, {len(titles)}")
-    pairs_per_row = min(len(images), 2)
-    rows = math.ceil(len(images) / pairs_per_row)
-    fig = Figure(figsize=(max(5.6 * pairs_per_row, 9.0), 2.9 * rows + 0.9), layout="constrained")
-    axes = fig.subplots(rows, 2 * pairs_per_row, squeeze=False).reshape(-1, 2)
-    for (left, right), image, heat, title in zip(axes, images, maps, titles):
-        left.imshow(_display(image))
-        left.set_title(title, fontsize=9)
-        right.imshow(overlay(image, heat, alpha=alpha))
-        right.set_title("Grad-CAM", fontsize=9)
-    for ax in axes.reshape(-1):
-        ax.set_axis_off()
-    fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), ax=axes.reshape(-1).tolist(), shrink=0.6,
-                 label="Grad-CAM importance (normalized)")
-    fig.suptitle("\n".join(textwrap.wrap(suptitle, width=90)), fontsize=11)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    return Path(path)

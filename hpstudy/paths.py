@@ -187,6 +187,13 @@ class StudyPaths:
     def gradcam_figure(self, which: str, group: str) -> Path:
         return self.evaluation_of(which) / f"gradcam_{group}.png"
 
+    def probes_json(self, which: str) -> Path:
+        """The shortcut probes of one model on the test split: AUCs, Grad-CAM mass fractions, verdicts."""
+        return self.evaluation_of(which) / "probes.json"
+
+    def probes_figure(self, which: str) -> Path:
+        return self.evaluation_of(which) / "probes.png"
+
     # ---- distributed workers and repeated studies
     @property
     def workers_dir(self) -> Path:

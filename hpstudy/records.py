@@ -9,7 +9,9 @@ The test ledger (``evaluation/test_ledger.jsonl``) holds every evaluation of a m
 sees the images, then ``completed`` with the metrics, or ``failed`` with the reason when the attempt ended
 with an error before any metric was reported. Each set is used once per model (rule 5 of
 ``docs/architecture.md``): a second evaluation of the same model file (same SHA-256) is refused unless
-forced, and a forced one is recorded as such; a failed attempt does not count as a use.
+forced, and a forced one is recorded as such; a failed attempt does not count as a use. Shortcut probes
+run on the test split after its evaluation are recorded too, with ``"kind": "probe"``: they are never
+counted as an evaluation.
 
 The study lock (``.lock``) lets one process at a time write a study.
 """
@@ -35,7 +37,8 @@ log = logging.getLogger("hpstudy")
 __all__ = ["read_state", "update_state", "read_frozen", "write_frozen", "BestConfig", "read_best_config",
            "write_best_config", "read_model_record", "read_lr_backoff", "write_lr_backoff", "read_metrics",
            "write_metrics", "Ledger", "load_ledger", "read_ledger", "check_first_evaluation", "record_evaluation",
-           "ledger_entries", "study_lock", "read_selection", "write_selection", "update_best_config"]
+           "ledger_entries", "study_lock", "read_selection", "write_selection", "update_best_config", "PROBE_KIND",
+           "is_probe", "evaluation_entries", "read_probes", "write_probes"]
 
 
 # --------------------------------------------------------------------------- study.json
@@ -203,6 +206,17 @@ def write_metrics(paths: StudyPaths, which: str, result: dict[str, Any], dataset
     return atomic_write_json(paths.metrics_json(which, dataset), result)
 
 
+# --------------------------------------------------------------------------- evaluation/<model>/probes.json
+def read_probes(paths: StudyPaths, which: str) -> dict[str, Any] | None:
+    """The shortcut probes of a model (``probes.json``), or None when missing or unreadable."""
+    data = read_json(paths.probes_json(which), default=None)
+    return data if isinstance(data, dict) else None
+
+
+def write_probes(paths: StudyPaths, which: str, result: dict[str, Any]) -> Path:
+    return atomic_write_json(paths.probes_json(which), result)
+
+
 # --------------------------------------------------------------------------- the test ledger
 @dataclass(frozen=True)
 class Ledger:
@@ -245,11 +259,28 @@ def ledger_entries(paths: StudyPaths) -> list[dict[str, Any]]:
     return read_ledger(paths.ledger)
 
 
+PROBE_KIND = "probe"
+_PROBE_MARK = f'"kind": "{PROBE_KIND}"'  # in every probe line before the SHA-256 (keys are sorted)
+
+
+def is_probe(entry: dict[str, Any]) -> bool:
+    """Whether a ledger entry records a shortcut probe (``"kind": "probe"``): never an evaluation or a use."""
+    return entry.get("kind") == PROBE_KIND
+
+
+def evaluation_entries(paths: StudyPaths) -> list[dict[str, Any]]:
+    """The entries of a study's ledger that record evaluations (probes left out)."""
+    return [e for e in ledger_entries(paths) if not is_probe(e)]
+
+
 def _uses(ledger: Ledger, model_sha256: str, dataset: str) -> tuple[list[dict[str, Any]], list[int]]:
-    """Earlier entries of this model on ``dataset``, and unreadable lines that mention the model."""
-    earlier = [e for e in ledger.entries
-               if e.get("model_sha256") == model_sha256 and e.get("dataset", "test") == dataset]
-    torn = [number for number, text in ledger.unreadable if model_sha256[:16] in text]
+    """Earlier evaluations of this model on ``dataset``, and unreadable lines that mention the model.
+
+    Probe records are not evaluations: they neither count as a use nor block one.
+    """
+    earlier = [e for e in ledger.entries if not is_probe(e)
+               and e.get("model_sha256") == model_sha256 and e.get("dataset", "test") == dataset]
+    torn = [number for number, text in ledger.unreadable if model_sha256[:16] in text and _PROBE_MARK not in text]
     return earlier, torn
 
 

@@ -15,10 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpstudy.config import (
+    AFTER_SEARCH,
     FAMILY_HYPERPARAMETERS,
     EarlyStopping,
     HyperParam,
     OracleConfig,
+    ProbesConfig,
     SearchSpace,
     StudyConfig,
     diff_configs,
@@ -341,6 +343,9 @@ BAD_STUDIES = [
     ({"threshold": {"sensitivity": 0.9, "specificity": 0.9}}, r"threshold: must name one policy"),
     ({"threshold": True}, r"threshold: must be a number strictly between 0 and 1, but got True"),
     ({"calibration": "platt"}, r"calibration: must be one of none, temperature, but got 'platt'"),
+    ({"probes": {"center": 1.0}}, r"probes\.center: must be a fraction of the image side in \(0, 1\), but got 1\.0"),
+    ({"probes": {"border": 0.3}}, r"probes\.border: must be at most \(1 - center\) / 2 = 0\.25 so the border band"),
+    ({"probes": {"centre": 0.5}}, r"probes\.centre: unknown key 'centre' .*did you mean 'center'"),
 ]
 
 
@@ -396,6 +401,15 @@ def test_overrides_from_strings_and_mappings(folder: Path) -> None:
     swapped = load_study(path, overrides=["oracle={type: hyperband, max_epochs: 3}"])
     assert swapped.oracle == OracleConfig(type="hyperband", max_epochs=3)
     assert yaml.safe_load(path.read_text())["oracle"]["max_trials"] == 4  # the file is untouched
+
+
+def test_probes_regions_default_and_override(folder: Path) -> None:
+    path = study_file(folder)
+    assert load_study(path).probes == ProbesConfig(center=0.5, border=0.1)
+    study = load_study(path, overrides=["probes.center=0.6", "probes.border=0.2"])
+    assert study.probes == ProbesConfig(center=0.6, border=0.2)
+    assert study.to_dict()["probes"] == {"center": 0.6, "border": 0.2}
+    assert "probes" in AFTER_SEARCH  # a later-stage setting: `hpstudy probe --set probes.center=...` is allowed
 
 
 @pytest.mark.parametrize(("override", "message"), [

@@ -215,6 +215,20 @@ def test_system_and_non_image_files_are_ignored(tmp_path: Path) -> None:
     assert [r.path.name for r in source.split("train")] == ["img0.png", "img0.png"]
 
 
+def test_radiography_database_layout_takes_the_images_folder(tmp_path: Path) -> None:
+    """``<class>/images/`` beside ``<class>/masks/`` (COVID-19 Radiography Database): the masks are not images."""
+    for split in SPLITS:
+        for class_name in CLASSES:
+            for sub in ("images", "masks"):
+                (tmp_path / split / class_name / sub).mkdir(parents=True)
+                (tmp_path / split / class_name / sub / "a.png").write_bytes(tiny_png(3))
+    (tmp_path / "train/covid/direct.png").write_bytes(tiny_png(1))  # images of its own: images/ is not read
+    source = discover(tmp_path)
+    assert [r.path.relative_to(tmp_path).as_posix() for r in source.split("train")] == [
+        "train/covid/direct.png", "train/normal/images/a.png"]
+    assert len(source.records) == 6 and not any("masks" in r.path.parts for r in source.records)
+
+
 def test_rgba_16bit_jpeg_and_other_sizes_are_accepted(tmp_path: Path) -> None:
     full_tree(tmp_path, n=1)
     rgba = np.random.randint(0, 256, (30, 20, 4), dtype=np.uint8)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from matplotlib import colormaps
 
 from hpstudy import gradcam as gc
+from hpstudy import gradcam_figures as gf
 from hpstudy.metrics import binary_metrics
 
 L = keras.layers
@@ -45,9 +46,10 @@ def _identity_model(w: list[float], size: int = 4) -> keras.Model:
 
 
 def _expected(x: np.ndarray, w: np.ndarray, sign: float = 1.0) -> np.ndarray:
-    """The hand computation: alpha_k = sign * w_k / 16, cam = ReLU(sum_k alpha_k x_k), normalized."""
+    """The hand computation: alpha_k = sign * w_k / 16, cam = ReLU(sum_k alpha_k x_k), divided by its max."""
     cam = np.maximum(np.einsum("nhwk,k->nhw", x, sign * w / 16.0), 0.0)
-    return cam / (cam.max(axis=(1, 2), keepdims=True) + 1e-7)
+    peak = cam.max(axis=(1, 2), keepdims=True)
+    return np.where(peak > 0, cam / np.where(peak > 0, peak, 1.0), 0.0)
 
 
 def _reference_cam(model: keras.Model, layer: str, x: np.ndarray) -> np.ndarray:
@@ -85,11 +87,39 @@ def test_score_is_the_logit_not_the_saturated_probability() -> None:
     np.testing.assert_allclose(gc.heatmap(model, x), _expected(x, w), atol=1e-5)
 
 
-def test_all_zero_map_stays_zero() -> None:
+def test_all_zero_map_stays_zero_and_is_flagged(capsys: pytest.CaptureFixture[str]) -> None:
     model = _identity_model([1.0, 1.0])
-    x = -np.ones((1, 4, 4, 2), dtype="float32")  # cam = ReLU(negative) = 0
+    x = np.ones((2, 4, 4, 2), dtype="float32")
+    x[0] = -1.0  # cam = ReLU(negative) = 0 for the first image only
+    capsys.readouterr()
     maps = gc.heatmap(model, x)
-    assert np.isfinite(maps).all() and (maps == 0).all()
+    assert np.isfinite(maps).all() and (maps[0] == 0).all() and maps[1].max() == 1.0
+    assert gc.empty_maps(maps).tolist() == [True, False]
+    assert "1 of 2 Grad-CAM map(s) are all zero" in capsys.readouterr().out
+
+
+def test_normalization_is_scale_free() -> None:
+    """A logit scaled by 1e-5 gives the same map (the old ``max + 1e-7`` gave maxima of 0.70-0.79 here)."""
+    w = np.array([1.0, -2.0], dtype="float32")
+    x = np.random.default_rng(14).uniform(0.0, 1.0, size=(3, 4, 4, 2)).astype("float32")
+    strong, weak = gc.heatmap(_identity_model(w.tolist()), x), gc.heatmap(_identity_model((w * 1e-5).tolist()), x)
+    expected = _expected(x, w)
+    assert np.allclose(expected.max(axis=(1, 2)), 1.0) and (expected == 0).any()
+    np.testing.assert_allclose(weak, expected, atol=1e-5)
+    np.testing.assert_allclose(weak, strong, atol=1e-5)
+    assert not gc.empty_maps(weak).any()
+
+
+def test_rounding_noise_below_the_relative_tolerance_counts_as_empty() -> None:
+    summed = np.zeros((2, 4, 4), dtype="float32")
+    summed[0] = -1.0
+    summed[0, 0, 0] = 1e-8  # positive part 1e-8 of the largest absolute value: noise, not evidence
+    summed[1] = -1.0
+    summed[1, 0, 0] = 1e-3
+    maps = gc._normalize(summed, 1e-6)
+    assert gc.empty_maps(maps).tolist() == [True, False] and maps[1, 0, 0] == 1.0
+    with pytest.raises(ValueError, match=r"rtol must be in \(0, 1\)"):
+        gc.heatmap(_identity_model([1.0, 1.0]), np.ones((1, 4, 4, 2), "float32"), rtol=0.0)
 
 
 def _two_halves_model() -> keras.Model:
@@ -273,17 +303,31 @@ def test_resize_heatmap_is_bilinear_and_stays_in_unit_range() -> None:
     np.testing.assert_allclose(ramp, [0.0, 0.25, 0.75, 1.0], atol=1e-6)
 
 
-def test_overlay_adds_the_colour_mapped_heat_to_the_rescaled_image() -> None:
-    image = np.array([[0.0, 255.0], [127.5, 255.0]], dtype="float32")  # 0..255 gray, rescaled to 0..1
+def test_overlay_blends_on_the_original_scale_and_rescales_the_sum() -> None:
+    image = np.array([[0.0, 255.0], [127.5, 51.0]], dtype="float32")  # 0..255 gray: kept, not stretched
     heat = np.array([[1.0, 0.0], [0.5, 0.0]], dtype="float32")
-    out = gc.overlay(image, heat, alpha=0.4)
+    out = gf.overlay(image, heat, alpha=0.4)
     jet = colormaps["jet"](heat)[..., :3]
-    expected = np.clip(np.repeat((image / 255.0)[..., None], 3, axis=-1) + 0.4 * jet, 0, 1)
+    expected = (np.repeat((image / 255.0)[..., None], 3, axis=-1) + 0.4 * jet) / 1.4
     assert out.shape == (2, 2, 3) and out.min() >= 0 and out.max() <= 1
     np.testing.assert_allclose(out, expected, atol=1e-6)
-    assert gc.overlay(np.zeros((8, 6, 1)), np.ones((2, 2))).shape == (8, 6, 3)  # heat is resized
+    # a dim image is not stretched: the same pixel value gives the same overlay in any image
+    np.testing.assert_allclose(gf.overlay(image * 0.2, heat)[0, 0], gf.overlay(np.zeros((2, 2)), heat)[0, 0])
+    assert gf.overlay(np.zeros((8, 6, 1)), np.ones((2, 2))).shape == (8, 6, 3)  # heat is resized
     with pytest.raises(ValueError, match="heat must be a 2-D map"):
-        gc.overlay(image, heat[None])
+        gf.overlay(image, heat[None])
+    with pytest.raises(ValueError, match="value_range"):
+        gf.overlay(image, heat, value_range=(1.0, 1.0))
+
+
+def test_overlay_saturates_no_pixel_that_was_not_saturated() -> None:
+    rng = np.random.default_rng(15)
+    image = rng.uniform(0.0, 254.0, size=(32, 32)).astype("float32")
+    image[:4] = 255.0  # a saturated band
+    out = gf.overlay(image, rng.uniform(0.0, 1.0, size=(8, 8)).astype("float32"), alpha=0.4)
+    assert out[4:].max() < 1.0 and out.min() >= 0.0
+    clipped = np.clip(image[..., None] / 255.0 + 0.4 * colormaps["jet"](rng.uniform(size=(32, 32)))[..., :3], 0, 1)
+    assert (clipped[4:] == 1.0).any()  # what the clipping recipe did on the same image
 
 
 # --------------------------------------------------------------------------- (d) groups and pointing game
@@ -330,13 +374,25 @@ def test_pointing_game_on_constructed_maps() -> None:
 def test_plot_gradcam_grid_writes_a_readable_png(tmp_path) -> None:
     images = np.random.default_rng(11).uniform(0, 255, size=(3, 32, 32, 1)).astype("float32")
     maps = np.random.default_rng(12).uniform(0, 1, size=(3, 4, 4)).astype("float32")
-    path = gc.plot_gradcam_grid(images, maps, ["a", "b", "c"], tmp_path / "g" / "tp.png", suptitle="TP")
+    path = gf.plot_gradcam_grid(images, maps, ["a", "b", "c"], tmp_path / "g" / "tp.png", suptitle="TP")
     assert path == tmp_path / "g" / "tp.png" and path.stat().st_size > 0
     pixels = matplotlib.image.imread(path)
     assert pixels.ndim == 3 and pixels.shape[0] > 300 and pixels.shape[1] > 400
     assert [p.name for p in path.parent.iterdir()] == ["tp.png"]  # no temporary left behind
     with pytest.raises(ValueError, match="as many images, maps and titles"):
-        gc.plot_gradcam_grid(images, maps, ["a"], tmp_path / "x.png", suptitle="x")
+        gf.plot_gradcam_grid(images, maps, ["a"], tmp_path / "x.png", suptitle="x")
+
+
+def test_an_empty_map_is_said_so_in_the_figure_title(tmp_path, monkeypatch) -> None:
+    images = np.random.default_rng(16).uniform(0, 255, size=(2, 32, 32, 1)).astype("float32")
+    maps = np.zeros((2, 4, 4), dtype="float32")
+    maps[1, 1, 1] = 1.0
+    titles: list[str] = []
+    original = gf.Figure.suptitle
+    monkeypatch.setattr(gf.Figure, "suptitle",
+                        lambda self, text, **kw: titles.append(text) or original(self, text, **kw))
+    gf.plot_gradcam_grid(images, maps, ["a", "b"], tmp_path / "e.png", suptitle="TP")
+    assert titles == ["TP [1 of 2 map(s) empty: flagged]"]
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside keras saving

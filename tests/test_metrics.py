@@ -130,6 +130,20 @@ def test_auc_by_ranks_equals_sklearn_with_ties() -> None:
     np.testing.assert_allclose(ours, theirs, atol=1e-12)
 
 
+def test_paired_auc_bootstrap_resamples_every_score_on_the_same_indices() -> None:
+    y, p = _noisy(60, seed=7)
+    shuffled = np.random.default_rng(8).permutation(p)
+    samples = ev.paired_auc_bootstrap(y, {"a": p, "same": p.copy(), "noise": shuffled, "flipped": 1 - p},
+                                      n_boot=300, seed=1)
+    assert list(samples) == ["a", "same", "noise", "flipped"] and samples["a"].shape == (300,)
+    np.testing.assert_array_equal(samples["a"], samples["same"])  # paired: identical scores, identical AUCs
+    np.testing.assert_allclose(samples["a"] + samples["flipped"], 1.0, atol=1e-12)
+    assert np.percentile(samples["a"] - samples["noise"], 2.5) > 0  # the informative score wins every time
+    np.testing.assert_allclose(np.median(samples["a"]), roc_auc_score(y, p), atol=0.03)
+    with pytest.raises(ValueError, match="both classes"):
+        ev.paired_auc_bootstrap(np.ones(4), {"a": np.ones(4)})
+
+
 def _read_png(path) -> np.ndarray:
     assert path.stat().st_size > 0
     return matplotlib.image.imread(path)

@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from hpstudy.data.phantom import PHANTOM_CLASSES, PhantomSpec, lesion_boxes, make_phantom  # noqa: E402
+from hpstudy.data.phantom import PHANTOM_CLASSES, PhantomSpec, lesion_boxes, make_phantom, marker_box  # noqa: E402
 from hpstudy.errors import DataError  # noqa: E402
 
 SMALL = dict(n_train=4, n_val=2, n_test=2, size=32, seed=3)
@@ -111,3 +111,23 @@ def test_discover_reads_the_phantom(phantom: Path) -> None:
     counts = source.counts()
     assert int(counts["count"].sum()) == 2 * (4 + 2 + 2)
     assert all(r.label == int(r.class_name == "lesion") for r in source.records)
+
+
+def test_planted_marker_on_positives_only_and_a_faint_lesion(phantom: Path, tmp_path: Path) -> None:
+    marked = make_phantom(tmp_path / "marked", **SMALL, marker=True, lesion=0.0)
+    y0, x0, y1, x1 = marker_box(32)
+    assert (y0, x0, y1, x1) == (1, 1, 4, 4) and x1 / 32 <= 0.125  # inside a 10-15 % border band
+    params = json.loads((marked / "phantom.json").read_text())
+    assert params["marker"] == [1, 1, 4, 4] and params["lesion"] == 0.0
+    assert "marker" not in json.loads((phantom / "phantom.json").read_text())  # plain phantoms unchanged
+    for split in ("train", "test"):
+        positive = _read_png(marked / split / "lesion" / "phantom_0000.png")[..., 0]
+        negative = _read_png(marked / split / "normal" / "phantom_0000.png")[..., 0]
+        assert positive[y0:y1, x0:x1].min() > 180 and negative[y0:y1, x0:x1].max() < 100
+        plain = _read_png(phantom / split / "lesion" / "phantom_0000.png")[..., 0]
+        box = lesion_boxes(phantom)[f"{split}/lesion/phantom_0000.png"]
+        inside = (slice(box[0], box[2]), slice(box[1], box[3]))
+        assert positive[inside].mean() < plain[inside].mean() - 20  # no blob: darker where the plain one has it
+    assert lesion_boxes(marked) == {}
+    with pytest.raises(DataError, match=r"lesion contrast must be a number in \[0, 1\]"):
+        make_phantom(tmp_path / "bad", **SMALL, lesion=2.0)

@@ -39,6 +39,7 @@ from hpstudy.config.sections import (
     FinetuneConfig,
     Objective,
     OracleConfig,
+    ProbesConfig,
     SearchBudget,
     SelectionConfig,
     ThresholdConfig,
@@ -56,4 +57,5 @@ __all__ = [
     "SelectionConfig",
     "THRESHOLD_POLICIES", "CALIBRATION_METHODS", "ThresholdConfig", "SAFE_NAME",
     "SearchBudget",
+    "ProbesConfig",
 ]

@@ -28,7 +28,7 @@ log = logging.getLogger("hpstudy")
 # stages after the search read. Everything else is what the search ran with.
 AFTER_SEARCH = ("data", "source", "search_space_path", "finalize", "finetune", "leak_check", "tensorboard",
                 "keep_checkpoints", "trials_per_process", "oracle.iterations", "oracle.max_trials",
-                "selection", "threshold", "calibration", "run_dir", "budget")
+                "selection", "threshold", "calibration", "probes", "run_dir", "budget")
 
 
 def _changes(frozen: Mapping[str, Any], other: Mapping[str, Any]) -> list[str]:

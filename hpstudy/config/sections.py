@@ -346,6 +346,42 @@ def read_calibration(value: Any, at: At) -> str:
     return "none" if value is None else one_of(value, CALIBRATION_METHODS, at)
 
 
+@dataclass(frozen=True)
+class ProbesConfig:
+    """Regions of the shortcut probes (``hpstudy probe``), as fractions of the image side.
+
+    ``center``: side of the central box (the lung fields of a PA chest X-ray sit in its middle);
+    ``border``: width of the band along the four edges (where markers, text and collimation edges sit).
+    The two never overlap: ``border <= (1 - center) / 2``.
+    """
+
+    center: float = 0.5
+    border: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"center": self.center, "border": self.border}
+
+
+def _open_fraction(value: Any, at: At) -> float:
+    result = number(value, at)
+    if not 0.0 < result < 1.0:
+        raise at.error(f"must be a fraction of the image side in (0, 1), but got {value!r}")
+    return result
+
+
+PROBES_READERS = {"center": _open_fraction, "border": _open_fraction}
+
+
+def read_probes(value: Any, at: At) -> ProbesConfig:
+    """The ``probes`` section: ``{center: 0.5, border: 0.1}`` (both optional)."""
+    config = read_section(value, ProbesConfig, PROBES_READERS, at)
+    if config.border > (1.0 - config.center) / 2.0 + 1e-12:
+        raise (at / "border").error(f"must be at most (1 - center) / 2 = {(1.0 - config.center) / 2.0:g} so the "
+                                    f"border band and the central box (center {config.center:g}) do not overlap, "
+                                    f"but got {config.border:g}")
+    return config
+
+
 def read_finetune(value: Any, at: At) -> FinetuneConfig:
     config = read_section(value, FinetuneConfig, FINETUNE_READERS, at)
     if config.unfreeze == "from_layer" and not config.from_layer:

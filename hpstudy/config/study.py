@@ -28,6 +28,7 @@ from hpstudy.config.sections import (
     FINALIZE_READERS,
     FINETUNE_READERS,
     ORACLE_KEYS,
+    PROBES_READERS,
     SELECTION_READERS,
     STOPPING_READERS,
     EarlyStopping,
@@ -36,6 +37,7 @@ from hpstudy.config.sections import (
     FinetuneConfig,
     Objective,
     OracleConfig,
+    ProbesConfig,
     SearchBudget,
     SelectionConfig,
     ThresholdConfig,
@@ -49,6 +51,7 @@ from hpstudy.config.sections import (
     read_objective,
     read_oracle,
     read_path,
+    read_probes,
     read_section,
     read_study_space,
     read_threshold,
@@ -100,6 +103,7 @@ class StudyConfig:
     # (``<name>/repeat-<r>/``) and its equal budget. None keeps a study as it was.
     run_dir: Path | None = None
     budget: SearchBudget | None = None
+    probes: ProbesConfig = ProbesConfig()  # regions of the shortcut probes; read after the search only
 
     @property
     def study_dir(self) -> Path:
@@ -135,7 +139,7 @@ STUDY_KEYS = ("name", "data", "family", "search_space", "oracle", "objective", "
               "image_size", "normalization", "augmentation", "class_weights", "executions_per_trial", "weights",
               "positive_class", "leak_check", "deterministic", "tensorboard", "keep_checkpoints",
               "mixed_precision", "jit_compile", "trials_per_process", "finalize", "finetune", "feature_cache",
-              "selection", "threshold", "calibration")
+              "selection", "threshold", "calibration", "probes")
 _BOOL_KEYS = ("class_weights", "deterministic", "tensorboard", "keep_checkpoints", "mixed_precision", "jit_compile")
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "oracle": tuple(dict.fromkeys(k for keys in ORACLE_KEYS.values() for k in keys)),
@@ -143,6 +147,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "finetune": tuple(FINETUNE_READERS), "augmentation": tuple(f.name for f in fields(Augmentation)),
     "feature_cache": ("enabled", "views"), "selection": tuple(SELECTION_READERS),
     "threshold": ("sensitivity", "specificity"),
+    "probes": tuple(PROBES_READERS),
 }
 
 
@@ -249,6 +254,7 @@ def parse_study(data: Mapping[str, Any], *, source: Path | None = None, data_pat
         selection=read_section(raw.get("selection"), SelectionConfig, SELECTION_READERS, at / "selection"),
         threshold=read_threshold(raw.get("threshold"), at / "threshold"),
         calibration=read_calibration(raw.get("calibration"), at / "calibration"),
+        probes=read_probes(raw.get("probes"), at / "probes"),
         **{key: boolean(raw.get(key, False), at / key) for key in _BOOL_KEYS},
     )
 

@@ -9,8 +9,11 @@ Which files count as images: only the files directly inside a class folder whose
 ``IMAGE_SUFFIXES`` (any case). Hidden files (``.DS_Store``, ``._x.png``), ``Thumbs.db``,
 ``desktop.ini``, ``__MACOSX`` and every file with another suffix (``.txt``, ``.csv``, ``.json``,
 ``.md``, but also unknown ones such as ``.dcm`` or ``.bak``) are ignored silently, as are folders
-nested inside a class folder. A file with an image suffix that does not decode is an error: with
-``verify`` every image is decoded and all the bad files are listed in one ``DataError``.
+nested inside a class folder, with one exception: a class folder holding no image itself but an
+``images/`` folder (the COVID-19 Radiography Database layout, ``<class>/images/`` beside
+``<class>/masks/``) takes the images of ``images/``; lung masks are found by ``data.masks``.
+A file with an image suffix that does not decode is an error: with ``verify`` every image is decoded
+and all the bad files are listed in one ``DataError``.
 Images are decoded by content (PNG or JPEG), 1 to 4 channels, 8 or 16 bits, any size.
 """
 
@@ -253,7 +256,10 @@ def _scan(root: Path) -> Layout:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if _is_image_name(p.name) and not p.is_dir())
+    files = sorted(p for p in folder.iterdir() if _is_image_name(p.name) and not p.is_dir())
+    if not files and (folder / "images").is_dir():  # <class>/images/ beside <class>/masks/
+        files = sorted(p for p in (folder / "images").iterdir() if _is_image_name(p.name) and not p.is_dir())
+    return files
 
 
 def _check_classes(layout: Layout, root: Path) -> tuple[str, ...]:

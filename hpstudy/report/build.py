@@ -20,6 +20,7 @@ import pandas as pd
 
 from hpstudy._io import atomic_write_text
 from hpstudy.report.assets import Assets
+from hpstudy.report.checklist import checklist_section
 from hpstudy.report.compare import ComparisonData, compare_oracles
 from hpstudy.report.document import Block, Figure, Note, Para, Section, Table, slug
 from hpstudy.report.figures import plot_best_so_far, plot_hyperparameters
@@ -150,7 +151,8 @@ def study_section(run: StudyRun, assets: Assets, explore_dir: Path | None = None
                         views_section(run, f"{anchor}-views", assets),
                         selection_section(run, f"{anchor}-selection", assets),
                         final_section(run, f"{anchor}-final", assets),
-                        test_section(run, f"{anchor}-test", assets)]
+                        test_section(run, f"{anchor}-test", assets),
+                        checklist_section(run, f"{anchor}-checklist")]
     return section
 
 

@@ -8,10 +8,11 @@ from typing import Any
 import pandas as pd
 
 from hpstudy.paths import CURVES_FILE, MODELS
-from hpstudy.records import ledger_entries, read_lr_backoff, read_metrics
+from hpstudy.records import is_probe, ledger_entries, read_lr_backoff, read_metrics
 from hpstudy.report.assets import Assets, read_json
 from hpstudy.report.document import Block, Figure, Note, Para, Section, Table
 from hpstudy.report.operating_sections import external_section, finalize_blocks, operating_blocks
+from hpstudy.report.probes_sections import probe_blocks
 from hpstudy.report.runs import StudyRun
 from hpstudy.report.search_sections import key_value_table
 
@@ -26,7 +27,8 @@ _EVAL_FIGURES = (("confusion_matrix.png", "Confusion matrix on the test split"),
 _GROUPS = (("tp", "true positives"), ("tn", "true negatives"), ("fp", "false positives"), ("fn", "false negatives"))
 _ATTEMPT_COLUMNS = ("learning_rate", "epochs_run", "unfrozen_layers", "dropped", "dropped_at_epoch", "reason",
                     "final_loss", "reference_loss", "improved")
-_LEDGER_COLUMNS = ("time", "status", "user", "study", "model", "dataset", "model_sha256", "n_test", "forced")
+_LEDGER_COLUMNS = ("time", "kind", "status", "user", "study", "model", "dataset", "model_sha256", "n_test",
+                   "forced")
 
 
 def _figure_or_note(assets: Assets, source: Path, name: str, caption: str, missing: str) -> Block:
@@ -144,6 +146,7 @@ def _model(run: StudyRun, name: str, anchor: str, assets: Assets) -> Section:
                                     f"No {file_name} in `{folder}`: run `hpstudy evaluate {run.command_target} "
                                     f"--model {name} --force` to redraw it (recorded in the ledger)."))
     section.add(*_gradcam_blocks(run, name, folder, assets))
+    section.add(*probe_blocks(run, name, assets))
     return section
 
 
@@ -174,7 +177,9 @@ def _ledger(run: StudyRun, anchor: str) -> Section:
     metrics = frame["metrics"] if "metrics" in frame.columns else pd.Series([None] * len(frame))
     for metric in ("roc_auc", "accuracy"):
         table[metric] = [m.get(metric) if isinstance(m, dict) else None for m in metrics]
-    section.add(Para(f"{len(entries)} test evaluation(s) recorded in `{path}`."),
-                Table(table, caption="Every evaluation on the test split and on external sets (who, when, which "
-                                     "model file)"))
+    probes = sum(1 for e in entries if is_probe(e))
+    section.add(Para(f"{len(entries) - probes} evaluation record(s) and {probes} probe record(s) (not evaluations) "
+                     f"in `{path}`."),
+                Table(table, caption="Every evaluation on the test split and on external sets, and every shortcut "
+                                     "probe (who, when, which model file)"))
     return section

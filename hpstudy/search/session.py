@@ -35,7 +35,7 @@ log = logging.getLogger("hpstudy")
 # Settings that may change between runs of one study without invalidating its trials.
 RESUMABLE_CHANGES = ("oracle.iterations", "oracle.max_trials", "tensorboard", "keep_checkpoints",
                      "trials_per_process", "data", "source", "search_space_path", "finalize", "finetune", "leak_check",
-                     "selection", "threshold", "calibration", "run_dir", "budget")
+                     "selection", "threshold", "calibration", "probes", "run_dir", "budget")
 
 
 @dataclass
