@@ -264,6 +264,15 @@ def test_study_resolves_paths_and_defaults(folder: Path, monkeypatch: pytest.Mon
     assert StudyConfig.__dataclass_params__.frozen
 
 
+def test_yaml_reads_off_and_yes_as_text_and_true_false_as_booleans(folder: Path) -> None:
+    text = study_data()
+    path = write(folder, "study.yaml", yaml.safe_dump(text, sort_keys=False) + "leak_check: off\nclass_weights: True\n")
+    study = load_study(path)
+    assert study.leak_check == "off" and study.class_weights is True
+    with pytest.raises(ConfigError, match="class_weights: must be true or false, but got 'yes'"):
+        load_study(write(folder, "study.yaml", yaml.safe_dump(text, sort_keys=False) + "class_weights: yes\n"))
+
+
 def test_study_options(folder: Path) -> None:
     study = load_study(study_file(
         folder, image_size=64, augmentation=False, objective="val_loss", seed=0, positive_class=1,

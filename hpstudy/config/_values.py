@@ -39,7 +39,8 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 # --------------------------------------------------------------------------- reading YAML and values
 class YamlLoader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-4`` as a float (as YAML 1.2 does) and refuses duplicate keys."""
+    """SafeLoader that reads ``1e-4`` as a float and only true/false as booleans (as YAML 1.2 does), and
+    refuses duplicate keys. YAML 1.1 would read ``leak_check: off`` as false and refuse it."""
 
 
 def _construct_mapping(loader: YamlLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -56,6 +57,11 @@ def _construct_mapping(loader: YamlLoader, node: yaml.MappingNode, deep: bool = 
 
 
 YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+YamlLoader.yaml_implicit_resolvers = {  # yes/no/on/off stay text; true/false (any case) are booleans
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
 YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float",
                               re.compile(r"^[-+]?\d[\d_]*(?:\.[\d_]*)?[eE][-+]?\d+$"), list("-+0123456789"))
 
