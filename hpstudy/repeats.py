@@ -7,8 +7,11 @@ the same budget (``config.SearchBudget``, checked by the tuner before it asks th
 ``trial_limit``: the trial running when the budget runs out finishes, none is left half-started). Then it
 writes the comparison report (``report.repeats`` computes, ``report.repeat_report`` draws).
 
-* Seeds: repeat r of a study with seed s runs with ``repeat_seed(s, r)``, the first word of NumPy's
-  ``SeedSequence(s, spawn_key=(r,))``: independent streams, the same for every oracle with the same seed.
+* Seeds: repeat r of study n with seed s runs with ``repeat_seed(s, r, study=n)``, the first word of NumPy's
+  ``SeedSequence(s, spawn_key=(r, crc32(n)))``: independent streams for every repeat and every study. Shared
+  seeds would make the oracles draw the same first configurations (random search, Hyperband's first bracket
+  and Bayesian optimization's initial points all start from the seed), so their results would agree by
+  construction early on, while the test below treats them as independent samples.
 * The oracle's own limit must not end a repeat first, so it is raised for the repeats (random and
   bayesian ``max_trials``, hyperband ``iterations``) to at least one trial per epoch of an epoch budget
   (every trial trains at least one epoch), or ten per second of a seconds budget; the report says so.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -64,9 +68,10 @@ class ComparisonOutcome:
         return self.data.verdict
 
 
-def repeat_seed(seed: int, index: int) -> int:
-    """Seed of repeat ``index`` of a study whose seed is ``seed`` (see the module docstring)."""
-    state = np.random.SeedSequence(int(seed), spawn_key=(int(index),)).generate_state(1)[0]
+def repeat_seed(seed: int, index: int, *, study: str) -> int:
+    """Seed of repeat ``index`` of the study named ``study`` whose seed is ``seed`` (see the module docstring)."""
+    key = (int(index), zlib.crc32(study.encode("utf-8")))
+    state = np.random.SeedSequence(int(seed), spawn_key=key).generate_state(1)[0]
     return int(state) % (2**31 - 1)
 
 
@@ -98,7 +103,7 @@ def repeat_config(config: StudyConfig, index: int, budget: SearchBudget) -> Stud
         oracle = replace(oracle, iterations=max(oracle.iterations, limit))
     else:
         oracle = replace(oracle, max_trials=max(oracle.max_trials or 0, limit))
-    return replace(config, seed=repeat_seed(config.seed, index), budget=budget, oracle=oracle,
+    return replace(config, seed=repeat_seed(config.seed, index, study=config.name), budget=budget, oracle=oracle,
                    run_dir=StudyPaths(config.study_dir).repeat(index))
 
 

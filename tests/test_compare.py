@@ -239,7 +239,8 @@ def test_repeat_configuration_seed_directory_and_raised_oracle_limit(sample_data
     hyperband = load_study(write_study(tmp_path, "hb", sample_data, HYPERBAND))
     second = repeat_config(random, 1, make_budget(epochs=6.5))
     assert second.study_dir == tmp_path / "rs" / "repeat-1" and random.study_dir == tmp_path / "rs"
-    assert second.seed == repeat_seed(3, 1) != repeat_config(random, 0, make_budget(epochs=6.5)).seed
+    assert second.seed == repeat_seed(3, 1, study="rs") != repeat_config(random, 0, make_budget(epochs=6.5)).seed
+    assert repeat_config(hyperband, 1, make_budget(epochs=6.5)).seed != second.seed, "each study its own seeds"
     assert second.oracle.max_trials == 7, "one trial per epoch of the budget: the oracle cannot end first"
     assert repeat_config(hyperband, 0, make_budget(epochs=6.5)).oracle.iterations == 7
     assert repeat_config(random, 0, make_budget(seconds=2)).oracle.max_trials == 20
@@ -255,7 +256,8 @@ def test_the_api_refuses_bad_arguments(tmp_path: Path) -> None:
         compare_studies(["a.yaml", "b.yaml"], repeats=2)
     with pytest.raises(ConfigError, match="--budget-seconds must be a finite number > 0, but got 0"):
         make_budget(seconds=0)
-    assert repeat_seed(3, 0) != repeat_seed(3, 1) and repeat_seed(3, 1) == repeat_seed(3, 1) < 2**31
+    assert repeat_seed(3, 0, study="a") != repeat_seed(3, 1, study="a") != repeat_seed(3, 1, study="b")
+    assert repeat_seed(3, 1, study="a") == repeat_seed(3, 1, study="a") < 2**31
 
 
 # ---------------------------------------------------------------- a real comparison, interrupted and resumed
@@ -290,7 +292,8 @@ def test_compare_runs_repeats_at_equal_budget_and_resumes_after_an_interruption(
             state, frozen = (yaml.safe_load((run / f).read_text()) for f in ("study.json", "study.yaml"))
             assert state["budget_reached"] and state["trials_done"] == 1
             assert state["budget_spent"] == 2, "the trial started within the budget finished past it"
-            assert frozen["seed"] == repeats.repeat_seed(3, index) and frozen["config"]["budget"] == {"epochs": 1}
+            assert frozen["seed"] == repeats.repeat_seed(3, index, study=name)
+            assert frozen["config"]["budget"] == {"epochs": 1}
             assert frozen["config"]["run_dir"] == str(run)
     assert outcome.data.scores["rs"].n == 2 and len(outcome.data.pairs) == 1
     assert "No significant difference between rs and bo with 2 repeats" in outcome.verdict
