@@ -33,7 +33,7 @@ from hpstudy.records import (
     write_probes,
 )
 
-__all__ = ["gradcam_study", "probe_study"]
+__all__ = ["gradcam_study", "probe_study", "evaluation_threshold"]
 
 log = logging.getLogger("hpstudy")
 
@@ -85,7 +85,8 @@ def _draw_groups(config: StudyConfig, paths: StudyPaths, which: str, per_group: 
     stats = load_data_stats(paths.data_stats)
     classifier = keras.models.load_model(model_path(paths, which))
     root = discover(config.data, positive_class=config.positive_class, verify=False).root
-    groups = gc.outcome_groups(predictions["label"].to_numpy(), predictions["probability"].to_numpy())
+    groups = gc.outcome_groups(predictions["label"].to_numpy(), predictions["probability"].to_numpy(),
+                               threshold=evaluation_threshold(read_metrics(paths, which) or {}))
     names, figures, empty = ordered_class_names(stats), {}, []
     for group, indices in groups.items():
         chosen = _most_confident(predictions, indices, group)[:per_group]
@@ -105,6 +106,11 @@ def _draw_groups(config: StudyConfig, paths: StudyPaths, which: str, per_group: 
             images, maps, titles, paths.gradcam_figure(which, group),
             suptitle=f"{config.name} ({which}): Grad-CAM, {group.upper()} (explaining the {explain} class)")
     return figures, empty
+
+
+def evaluation_threshold(evaluation: dict[str, Any]) -> float:
+    """The threshold an evaluation's metrics were computed at (its operating point; 0.5 in older files)."""
+    return float((evaluation.get("threshold_info") or {}).get("value", evaluation.get("threshold", 0.5)))
 
 
 def _most_confident(predictions: pd.DataFrame, indices: np.ndarray, group: str) -> np.ndarray:
@@ -200,7 +206,7 @@ def _probe_inputs(config: StudyConfig, paths: StudyPaths, model: str, evaluation
         raise StudyError(f"the test split of {config.data} is not the one evaluated ({paths.predictions_csv(model)} "
                          "lists other images): probe the data that was evaluated")
     x, y = load_split(records, image_size=tuple(stats["image_size"]))
-    threshold = (evaluation.get("threshold_info") or {}).get("value", evaluation.get("threshold", 0.5))
+    threshold = evaluation_threshold(evaluation)
     raw = predictions["probability_uncalibrated"].to_numpy() if "probability_uncalibrated" in predictions else None
     return ProbeInputs(x, y, predictions["probability"].to_numpy(), stats["normalizer"],
                        [r.path for r in records], source.root, float(threshold), raw)

@@ -281,3 +281,11 @@ def test_run_probes_reads_the_lung_masks_shipped_beside_the_test_images(tmp_path
     assert result["max_score_difference"] < 1e-5  # compared with the model's own outputs, not the calibrated ones
     assert sum(result["groups"][g] for g in ("tp", "fp")) == 3  # predicted positive at the median
     assert json.dumps(result, allow_nan=False)  # strict JSON: no NaN
+
+
+def test_gradcam_and_probes_group_at_the_evaluations_operating_point() -> None:
+    from hpstudy.explain import evaluation_threshold
+
+    assert evaluation_threshold({"threshold": 0.5}) == 0.5, "an evaluation written before operating points"
+    assert evaluation_threshold({"threshold": 0.31, "threshold_info": {"value": 0.31, "policy": "youden"}}) == 0.31
+    assert evaluation_threshold({}) == 0.5

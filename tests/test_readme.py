@@ -36,7 +36,7 @@ def readme_commands() -> list[list[str]]:
 
 def test_the_readme_lists_the_whole_workflow() -> None:
     verbs = [command[0] for command in readme_commands()]
-    assert verbs == ["explore", "search", "status", "export", "finalize", "evaluate", "gradcam", "report"]
+    assert verbs == ["explore", "search", "status", "export", "finalize", "evaluate", "gradcam", "probe", "report"]
 
 
 @pytest.mark.slow
