@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +12,6 @@ from hpstudy.config._values import (
     FAMILIES,
     FAMILY_HYPERPARAMETERS,
     HP_TYPES,
-    OPTIMIZER_NAMES,
-    POOLINGS,
     At,
     boolean,
     check_keys,
@@ -25,6 +23,8 @@ from hpstudy.config._values import (
     one_of,
     read_yaml,
 )
+from hpstudy.config.domains import domain_problem, hard_limits
+from hpstudy.config.ranges import Limits, LinearRange, LogRange, OrderedValues, Range
 from hpstudy.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -74,6 +74,59 @@ class HyperParam:
         if self.type == "choice":
             return hp.Choice(self.name, list(self.values or ()), ordered=self.ordered, default=self.default)
         return hp.Boolean(self.name, default=bool(self.default))
+
+    @property
+    def range(self) -> Range | None:
+        """The numeric range of a float, int or ordered numeric choice (None for other types)."""
+        if self.type in ("float", "int"):
+            integer = self.type == "int"
+            if self.log:
+                return LogRange(self.low, self.high, integer=integer)
+            return LinearRange(self.low, self.high, step=self.step, integer=integer)
+        if self.is_numeric and len(self.values or ()) >= 2:
+            return OrderedValues(tuple(self.values or ()))
+        return None
+
+    def contains(self, value: Any) -> bool:
+        """True when ``value`` is one this hyperparameter can take (range, grid, choice and type)."""
+        if self.type == "bool":
+            return isinstance(value, bool)
+        if self.range is not None:
+            return self.range.contains(value)
+        return any(type(v) is type(value) and v == value for v in self.values or ())
+
+    def cast(self, value: Any) -> Any:
+        """``value`` in this hyperparameter's own type (3.0 -> 3 for an int).
+
+        Raises:
+            ValueError: ``value`` is not one this hyperparameter can take (the message says what it can).
+        """
+        if hasattr(value, "item") and callable(value.item):  # a NumPy scalar, e.g. read from a trials table
+            value = value.item()
+        if self.type == "int" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif self.type == "float" and is_number(value):
+            value = float(value)
+        elif self.type == "choice" and is_number(value):
+            matches = [v for v in self.values or () if is_number(v) and math.isclose(v, value, rel_tol=1e-9)]
+            value = matches[0] if matches else value
+        if not self.contains(value):
+            raise ValueError(f"{value!r} lies outside this study's space ({self.name}: {self.describe()})")
+        return value
+
+    def extended(self, side: str, limits: Limits | None = None) -> HyperParam | None:
+        """A copy with the ``side`` end widened (see ``config.ranges``), or None when it cannot move."""
+        changes = self.range.extended(side, limits or Limits()) if self.range is not None else None
+        return None if changes is None else replace(self, **changes)
+
+    def describe(self) -> str:
+        """The range in words, e.g. ``int 2..5``, ``float 1e-05..0.01 log``, ``choice [16, 32, 64]``."""
+        if self.type in ("float", "int"):
+            grid = f" step {self.step:g}" if self.step is not None else ""
+            return f"{self.type} {self.low:g}..{self.high:g}{grid}{' log' if self.log else ''}"
+        if self.type == "choice":
+            return f"choice {list(self.values or ())}"
+        return "bool"
 
     @property
     def is_numeric(self) -> bool:
@@ -216,61 +269,6 @@ def _parse_choice(name: str, spec: Mapping[str, Any], at: At) -> HyperParam:
     return _build(at, name=name, type="choice", values=tuple(values), default=default, ordered=ordered)
 
 
-# --------------------------------------------------------------------------- what each name may take
-@dataclass(frozen=True)
-class _Domain:
-    kind: str  # "number" | "integer" | "bool" | "name"
-    test: Callable[[Any], bool] = lambda value: True
-    text: str = ""
-
-
-_KINDS = {"number": "numbers (type float, int or a choice of numbers)",
-          "integer": "whole numbers (type int or a choice of integers)",
-          "bool": "true/false (type bool or a choice of booleans)",
-          "name": "names (a choice of strings)"}
-_POSITIVE, _NON_NEGATIVE = _Domain("number", lambda v: v > 0, "> 0"), _Domain("number", lambda v: v >= 0, ">= 0")
-_FRACTION = _Domain("number", lambda v: 0 <= v < 1, "in [0, 1)")
-_DOMAINS: dict[str, _Domain] = {
-    "learning_rate": _POSITIVE, "momentum": _FRACTION, "weight_decay": _NON_NEGATIVE, "l2": _NON_NEGATIVE,
-    "batch_size": _Domain("integer", lambda v: v >= 1, ">= 1"),
-    "optimizer": _Domain("name", lambda v: v in OPTIMIZER_NAMES, f"one of {', '.join(OPTIMIZER_NAMES)}"),
-    "n_blocks": _Domain("integer", lambda v: v >= 1, ">= 1"),
-    "base_filters": _Domain("integer", lambda v: v >= 1, ">= 1"),
-    "filters_growth": _POSITIVE,
-    "kernel_size": _Domain("integer", lambda v: v >= 1, ">= 1"),
-    "conv_dropout": _FRACTION, "dropout": _FRACTION, "use_batchnorm": _Domain("bool"),
-    "n_dense": _Domain("integer", lambda v: v >= 0, ">= 0"),
-    "dense_units": _Domain("integer", lambda v: v >= 1, ">= 1"),
-    "pooling": _Domain("name", lambda v: v in POOLINGS, f"one of {', '.join(POOLINGS)}"),
-}
-
-
-def _fits_kind(p: HyperParam, kind: str) -> bool:
-    values = p.values or ()
-    return {
-        "number": p.type in ("float", "int") or (p.type == "choice" and _numeric_values(values)),
-        "integer": p.type == "int" or (p.type == "choice" and all(type(v) is int for v in values)),
-        "bool": p.type == "bool" or (p.type == "choice" and all(isinstance(v, bool) for v in values)),
-        "name": p.type == "choice" and all(isinstance(v, str) for v in values),
-    }[kind]
-
-
-def _domain_problem(p: HyperParam) -> str | None:
-    """Why ``p`` cannot be used by the models (e.g. dropout >= 1, an unknown optimizer), or None."""
-    domain = _DOMAINS.get(p.name)
-    if domain is None:
-        return None
-    if not _fits_kind(p, domain.kind):
-        shown = f"choice of {list(p.values or ())!r}" if p.type == "choice" else p.type
-        return f"hyperparameters.{p.name}: {p.name} takes {_KINDS[domain.kind]}, but got type {shown}"
-    checked = [("values", v) for v in p.values or ()] if p.type == "choice" else \
-        [("low", p.low), ("high", p.high)] if p.type in ("float", "int") else []
-    for key, value in checked:
-        if not domain.test(value):
-            return f"hyperparameters.{p.name}.{key}: {p.name} must be {domain.text}, but got {value!r}"
-    return None
-
-
 # --------------------------------------------------------------------------- search spaces
 @dataclass(frozen=True)
 class SearchSpace:
@@ -292,7 +290,7 @@ class SearchSpace:
             if p.name in seen:
                 raise ConfigError(f"hyperparameters.{p.name}: declared more than once")
             seen.add(p.name)
-            problem = _domain_problem(p)
+            problem = domain_problem(p)
             if problem:
                 raise ConfigError(problem)
 
@@ -317,6 +315,15 @@ class SearchSpace:
     def value(self, hp: keras_tuner.HyperParameters, name: str, fallback: Any) -> Any:
         """Register ``name`` on ``hp`` and return its value if declared, else return ``fallback``."""
         return self[name].register(hp) if name in self else fallback
+
+    def extended(self, name: str, side: str) -> HyperParam | None:
+        """``name`` with its ``side`` end widened within the family's ``HARD_LIMITS`` (None: it cannot move)."""
+        return self[name].extended(side, hard_limits(self.family, name))
+
+    def with_param(self, param: HyperParam) -> SearchSpace:
+        """A copy with ``param`` replacing the hyperparameter of the same name (validated again)."""
+        self[param.name]  # noqa: B018 - raises KeyError for an unknown name
+        return SearchSpace(self.family, tuple(param if p.name == param.name else p for p in self.params), self.source)
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML short form (``parse_search_space`` of it gives an equal space)."""
