@@ -9,6 +9,8 @@ needs, is reached here only (``tests/test_kt_compat.py`` checks each assumption)
 * Hyperband's bracket arithmetic (``_get_num_brackets``, ``_get_num_rounds``, ``_get_size``,
   ``_get_epochs``) and open brackets (``_brackets``), to plan a study and keep only needed checkpoints;
 * two tuner hooks (``_build_hypermodel``, ``_configure_tensorboard_dir``) and ``_is_worker``;
+* Hyperband's first-round sampler (``_random_values``), to hand out given configurations first
+  (``try_first``; the random and Bayesian oracles take them through the public ``populate_space``);
 * the gRPC servicer, protos and client timeout of its chief/worker mode (``keras_tuner.src.distribute``).
 
 Tested with Keras Tuner ``TESTED_RANGE``; ``pyproject.toml`` bounds the dependency to it. A version outside
@@ -17,9 +19,11 @@ the range logs a warning once instead of failing: the tests name the assumption 
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import keras_tuner as kt
@@ -28,7 +32,8 @@ from hpstudy._io import atomic_path
 
 __all__ = ["TESTED_RANGE", "check_version", "make_state_writes_atomic", "TunerHooks", "is_worker",
            "retry_queue", "requeue", "reconcile_reloaded", "hyperband_rounds", "open_bracket_trials",
-           "oracle_servicer", "grpc_services", "set_client_timeout", "require_grpc", "idle_trial"]
+           "oracle_servicer", "grpc_services", "set_client_timeout", "require_grpc", "idle_trial", "try_first",
+           "first_values"]
 
 log = logging.getLogger("hpstudy")
 
@@ -149,6 +154,77 @@ def open_bracket_trials(oracle: Any) -> set[str]:
     """Trial ids in Hyperband's open brackets: a later round may still load their checkpoints."""
     brackets = getattr(oracle, "_brackets", None) or []
     return {info["id"] for bracket in brackets for round_ in bracket["rounds"] for info in round_}
+
+
+# --------------------------------------------------------------------------- configurations tried first
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool) or not all(isinstance(v, (int, float)) for v in (a, b)):
+        return type(a) is type(b) and a == b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _holds(values: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    return all(name in values and _same_value(values[name], value) for name, value in wanted.items())
+
+
+class _FirstTrials:
+    """Oracle mixin: ``first_values`` are handed out first, in order, before the oracle's own suggestions.
+
+    Which ones are still due is counted from the trials the oracle already holds (a configuration it holds,
+    whatever the trial's status, has been tried), so a resumed oracle neither repeats nor skips one.
+    """
+
+    first_values: tuple[dict[str, Any], ...] = ()
+
+    def next_first_values(self) -> dict[str, Any] | None:
+        held = [trial.hyperparameters.values for trial in self.trials.values()]  # type: ignore[attr-defined]
+        for wanted in self.first_values:
+            if not any(_holds(values, wanted) for values in held):
+                return dict(wanted)
+        return None
+
+
+class _FirstInPopulate(_FirstTrials):
+    """Random search and Bayesian optimization: through ``populate_space`` (their public extension point)."""
+
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        values = self.next_first_values()
+        if values is not None:
+            return {"status": "RUNNING", "values": values}
+        return super().populate_space(trial_id)  # type: ignore[misc]
+
+
+class _FirstInRounds(_FirstTrials):
+    """Hyperband: through the sampler of its first-round trials, so they enter a bracket like any other."""
+
+    def _random_values(self) -> dict[str, Any] | None:
+        values = self.next_first_values()
+        return values if values is not None else super()._random_values()  # type: ignore[misc]
+
+
+@functools.cache
+def _with_first_trials(oracle_class: type) -> type:
+    mixin = _FirstInRounds if issubclass(oracle_class, kt.oracles.HyperbandOracle) else _FirstInPopulate
+    return type(f"{oracle_class.__name__}WithFirstTrials", (mixin, oracle_class), {})
+
+
+def try_first(oracle: Any, configurations: Sequence[Mapping[str, Any]]) -> None:
+    """Make ``oracle`` hand out ``configurations`` (complete hyperparameter values) first, in order.
+
+    Keras Tuner builds the oracle inside the tuner, so the oracle's class is swapped for a subclass with
+    the mixin above (its state, saved in oracle.json, is unchanged).
+    """
+    if not isinstance(oracle, _FirstTrials):
+        oracle.__class__ = _with_first_trials(type(oracle))
+    oracle.first_values = tuple(dict(values) for values in configurations)
+
+
+def first_values(oracle: Any) -> list[dict[str, Any]]:
+    """The configurations ``oracle`` still has to hand out first, in order."""
+    if not isinstance(oracle, _FirstTrials):
+        return []
+    held = [trial.hyperparameters.values for trial in oracle.trials.values()]
+    return [dict(w) for w in oracle.first_values if not any(_holds(values, w) for values in held)]
 
 
 # --------------------------------------------------------------------------- chief/worker mode

@@ -53,6 +53,11 @@ class StudyPaths:
         return self.root / "trials.csv"
 
     @property
+    def initial_trials(self) -> Path:
+        """``initial_trials.json``: the configurations tried first, resolved once (``initial_trials:``)."""
+        return self.root / "initial_trials.json"
+
+    @property
     def selection_csv(self) -> Path:
         """Top-k re-evaluation runs (configuration, seed, score, best epoch)."""
         return self.root / "selection.csv"

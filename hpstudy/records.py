@@ -38,7 +38,8 @@ __all__ = ["read_state", "update_state", "read_frozen", "write_frozen", "BestCon
            "write_best_config", "read_model_record", "read_lr_backoff", "write_lr_backoff", "read_metrics",
            "write_metrics", "Ledger", "load_ledger", "read_ledger", "check_first_evaluation", "record_evaluation",
            "ledger_entries", "study_lock", "read_selection", "write_selection", "update_best_config", "PROBE_KIND",
-           "is_probe", "evaluation_entries", "read_probes", "write_probes"]
+           "is_probe", "evaluation_entries", "read_probes", "write_probes",
+           "read_initial_record", "write_initial_record"]
 
 
 # --------------------------------------------------------------------------- study.json
@@ -95,6 +96,32 @@ def write_frozen(paths: StudyPaths, document: dict[str, Any]) -> Path:
     import yaml
 
     return atomic_write_text(paths.frozen_config, yaml.safe_dump(document, sort_keys=False))
+
+
+# --------------------------------------------------------------------------- initial_trials.json
+def read_initial_record(paths: StudyPaths) -> dict[str, Any] | None:
+    """The configurations a study tries first, as resolved on its first search (None before that).
+
+    Raises:
+        StudyError: the file exists but is not such a record.
+    """
+    try:
+        record = read_json(paths.initial_trials)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        record, problem = None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    else:
+        problem = "no 'trials' list"
+    if isinstance(record, dict) and isinstance(record.get("trials"), list):
+        return record
+    raise StudyError(f"{paths.initial_trials} is broken ({problem}); it records the configurations this study "
+                     "tried first: restore it, or pass --overwrite to delete the run and start again")
+
+
+def write_initial_record(paths: StudyPaths, record: dict[str, Any]) -> Path:
+    """Write ``initial_trials.json`` (atomically)."""
+    return atomic_write_json(paths.initial_trials, record)
 
 
 # --------------------------------------------------------------------------- final/best_config.json

@@ -28,8 +28,12 @@ from hpstudy.config._values import (
     SAFE_NAME,
     UNFREEZE_POLICIES,
     WEIGHT_SUFFIXES,
+    read_yaml,
 )
+from hpstudy.config.domains import HARD_LIMITS, hard_limits
 from hpstudy.config.frozen import AFTER_SEARCH, frozen_fingerprint, stage_config
+from hpstudy.config.initial import DEFAULT_TOP_K, InitialTrials
+from hpstudy.config.ranges import Limits
 from hpstudy.config.sections import (
     CALIBRATION_METHODS,
     THRESHOLD_POLICIES,
@@ -58,4 +62,5 @@ __all__ = [
     "THRESHOLD_POLICIES", "CALIBRATION_METHODS", "ThresholdConfig", "SAFE_NAME",
     "SearchBudget",
     "ProbesConfig",
+    "InitialTrials", "DEFAULT_TOP_K", "HARD_LIMITS", "hard_limits", "Limits", "read_yaml",
 ]

@@ -24,6 +24,7 @@ from hpstudy.config._values import (
     one_of,
     read_yaml,
 )
+from hpstudy.config.initial import InitialTrials, read_initial_trials
 from hpstudy.config.sections import (
     FINALIZE_READERS,
     FINETUNE_READERS,
@@ -104,6 +105,7 @@ class StudyConfig:
     run_dir: Path | None = None
     budget: SearchBudget | None = None
     probes: ProbesConfig = ProbesConfig()  # regions of the shortcut probes; read after the search only
+    initial_trials: InitialTrials | None = None  # configurations tried first (config.initial)
 
     @property
     def study_dir(self) -> Path:
@@ -117,8 +119,8 @@ class StudyConfig:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("feature_cache", "run_dir", "budget") and value is None:
-                continue  # no frozen backbone, not a comparison's repeat: keeps their frozen study.yaml unchanged
+            if f.name in ("feature_cache", "run_dir", "budget", "initial_trials") and value is None:
+                continue  # no frozen backbone, not a repeat, no warm start: keeps their study.yaml
             if isinstance(value, Path):
                 value = str(value)
             elif hasattr(value, "to_dict"):
@@ -139,7 +141,7 @@ STUDY_KEYS = ("name", "data", "family", "search_space", "oracle", "objective", "
               "image_size", "normalization", "augmentation", "class_weights", "executions_per_trial", "weights",
               "positive_class", "leak_check", "deterministic", "tensorboard", "keep_checkpoints",
               "mixed_precision", "jit_compile", "trials_per_process", "finalize", "finetune", "feature_cache",
-              "selection", "threshold", "calibration", "probes")
+              "selection", "threshold", "calibration", "probes", "initial_trials")
 _BOOL_KEYS = ("class_weights", "deterministic", "tensorboard", "keep_checkpoints", "mixed_precision", "jit_compile")
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "oracle": tuple(dict.fromkeys(k for keys in ORACLE_KEYS.values() for k in keys)),
@@ -147,7 +149,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "finetune": tuple(FINETUNE_READERS), "augmentation": tuple(f.name for f in fields(Augmentation)),
     "feature_cache": ("enabled", "views"), "selection": tuple(SELECTION_READERS),
     "threshold": ("sensitivity", "specificity"),
-    "probes": tuple(PROBES_READERS),
+    "probes": tuple(PROBES_READERS), "initial_trials": ("from", "top_k"),
 }
 
 
@@ -255,6 +257,7 @@ def parse_study(data: Mapping[str, Any], *, source: Path | None = None, data_pat
         threshold=read_threshold(raw.get("threshold"), at / "threshold"),
         calibration=read_calibration(raw.get("calibration"), at / "calibration"),
         probes=read_probes(raw.get("probes"), at / "probes"),
+        initial_trials=read_initial_trials(raw.get("initial_trials"), space, base, at / "initial_trials"),
         **{key: boolean(raw.get(key, False), at / key) for key in _BOOL_KEYS},
     )
 

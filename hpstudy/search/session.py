@@ -26,6 +26,7 @@ from hpstudy.paths import StudyPaths
 from hpstudy.records import read_frozen, read_state, update_state, write_frozen
 from hpstudy.runtime import configure_devices, package_versions, seed_everything
 from hpstudy.trials import best_trial, check_tuner_files, write_trials_csv
+from hpstudy.warmstart import initial_values, resolve_initial, save_initial
 
 __all__ = ["RESUMABLE_CHANGES", "StudyOutcome", "Session", "CachedSearch", "freeze_or_check", "prepare",
            "build_tuner", "run_search", "conclude", "run_here", "summary_text", "search_callbacks", "search_datasets"]
@@ -74,6 +75,7 @@ class Session:
     prepared: Any
     cached: CachedSearch | None = None
     finished_before: bool = False
+    initial: list[dict[str, Any]] = field(default_factory=list)  # configurations tried first (warmstart)
 
 
 # --------------------------------------------------------------------------- prepare
@@ -152,7 +154,10 @@ def prepare(config: StudyConfig, *, chief: bool = True) -> Session:
         paths.root.mkdir(parents=True, exist_ok=True)
         remove_orphaned_temporaries(paths.root)  # e.g. a finished trial's file whose rewrite was killed
     check_tuner_files(paths.tuner_dir)
+    initial = resolve_initial(config, paths) if chief else []  # the oracle (the chief's) hands them out
     freeze_or_check(config, paths, source.fingerprint(splits=("train", "val")), write=chief)
+    if chief:
+        save_initial(paths, config, initial)
     finished_before = chief and read_state(paths).get("status") == "finished"
     if chief:
         check_leaks(source, severity=config.leak_check, out_csv=paths.leaks_csv, splits=("train", "val"))
@@ -163,7 +168,8 @@ def prepare(config: StudyConfig, *, chief: bool = True) -> Session:
     prepared = prepare_data(source, image_size=config.image_size, normalization=config.normalization,
                             leak_check="off", cache_dir=paths.cache_dir,
                             stats_path=paths.data_stats if chief else None)
-    return Session(config, paths, prepared, cached_search(config, prepared, paths.cache_dir), finished_before)
+    return Session(config, paths, prepared, cached_search(config, prepared, paths.cache_dir), finished_before,
+                   initial)
 
 
 # --------------------------------------------------------------------------- build and run
@@ -202,7 +208,7 @@ def build_tuner(session: Session, *, trial_limit: int | None = None,
         jit_compile=config.jit_compile)
     progress = Progress(config, session.paths, None, started=started)
     tuner = make_tuner(config, hypermodel, directory=session.paths.root, on_trial_done=progress,
-                       trial_limit=trial_limit)
+                       trial_limit=trial_limit, initial_values=initial_values(session.initial))
     progress.planned = planned_trials(tuner)
     progress.planned_epochs = planned_epochs(tuner, config.oracle.trial_epochs)
     if config.budget is not None:  # a comparison's repeat ends on its budget: the raised oracle limit is no plan

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -227,12 +227,14 @@ TUNERS: dict[str, tuple[type, Callable[[Any], dict[str, Any]]]] = {
 
 
 def make_tuner(config: Any, hypermodel: kt.HyperModel, *, directory: Path, overwrite: bool = False,
-               on_trial_done: Callable[[Any, Any], None] | None = None, trial_limit: int | None = None) -> kt.Tuner:
+               on_trial_done: Callable[[Any, Any], None] | None = None, trial_limit: int | None = None,
+               initial_values: Sequence[Mapping[str, Any]] = ()) -> kt.Tuner:
     """Create (or reload, when the project exists) the tuner of a study's oracle, chosen by name.
 
     ``trial_limit`` stops ``search`` (``tuner.paused`` is then True) once this process has run that many
     trials; the oracle's state on disk lets a new process continue. A ``config.budget`` stops it
-    (``tuner.budget_reached`` is then True) once the study's trials have spent that budget.
+    (``tuner.budget_reached`` is then True) once the study's trials have spent that budget. ``initial_values``
+    (complete configurations) are tried first, in order, those the oracle already holds excepted.
     """
     tuner_class, oracle_kwargs = TUNERS[config.oracle.type]
     _mark_reloadable(Path(directory) / "tuner", overwrite)
@@ -255,6 +257,8 @@ def make_tuner(config: Any, hypermodel: kt.HyperModel, *, directory: Path, overw
     _apply_budget(tuner.oracle, config.oracle)
     if not compat.is_worker(tuner):
         repair_reloaded_oracle(tuner)
+        if initial_values:
+            compat.try_first(tuner.oracle, initial_values)
     return tuner
 
 
