@@ -42,6 +42,7 @@ _LAZY = {
     "boundary_flags": "hpstudy.boundary",
     "hyperparameter_importance": "hpstudy.report.importance",
     "confirm_study": "hpstudy.selection",
+    "extend_study": "hpstudy.extend",
     "finalize_study": "hpstudy.finalize",
     "evaluate_study": "hpstudy.evaluate",
     "evaluate_external": "hpstudy.evaluate",

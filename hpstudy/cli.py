@@ -79,6 +79,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_extend(args: argparse.Namespace) -> int:
+    from hpstudy.extend import extend_study
+
+    extend_study(args.study, top_k=args.top_k, run=args.run, fit_verbose=args.verbose)
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from hpstudy.study import export_trials
 
@@ -315,6 +322,17 @@ def _add_confirm(sub: Any) -> None:
     confirm.set_defaults(func=_cmd_confirm)
 
 
+def _add_extend(sub: Any) -> None:
+    extend = sub.add_parser("extend", help="write (and with --run search) a follow-up study whose flagged ranges "
+                            "are extended, starting from this study's best trials")
+    _add_study_args(extend)
+    extend.add_argument("--run", action="store_true", help="search the follow-up at once (as `hpstudy search`)")
+    extend.add_argument("--top-k", type=_positive, default=3, metavar="K",
+                        help="how many of the study's best trials the follow-up tries first (default: 3)")
+    extend.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2), help="Keras fit verbosity in trials")
+    extend.set_defaults(func=_cmd_extend)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hpstudy`` command."""
     parser = argparse.ArgumentParser(
@@ -342,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_search(sub)
     _add_confirm(sub)
+    _add_extend(sub)
     _add_finalize_commands(sub)
     report = sub.add_parser("report", help="HTML/Markdown report of one study, or an oracle comparison of several")
     report.add_argument("studies", nargs="+", help="study YAML files (or study run directories)")

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from hpstudy._log import quieted
-from hpstudy.boundary import boundary_lines
+from hpstudy.boundary import boundary_lines, settled_sentence
 from hpstudy.config import StudyConfig, resolve_config, stage_config
 from hpstudy.errors import StudyError
 from hpstudy.paths import StudyPaths
-from hpstudy.records import read_state, study_lock
+from hpstudy.records import read_initial_record, read_state, study_lock
 from hpstudy.runtime import quiet_tensorflow
 from hpstudy.search.session import StudyOutcome
 from hpstudy.selection import status_lines as selection_lines
@@ -136,6 +136,31 @@ def study_status(config: StudyConfig | str | Path, *, top: int = 5) -> str:
                    *[c for c in table.columns if c.startswith("hp_")]]
         lines.append(f"top {len(done)} by {config.objective.name}:")
         lines.append(done[columns].to_string(index=False))
+    lines.extend(_warm_start_lines(paths))
     lines.extend(boundary_lines(state.get("boundary", [])))
+    lines.extend(_settled_lines(state, config))
     lines.extend(selection_lines(paths))
     return "\n".join(lines)
+
+
+def _warm_start_lines(paths: StudyPaths) -> list[str]:
+    """Which configurations the study tried first (``initial_trials``), if any."""
+    record = read_initial_record(paths)
+    if not record or not record["trials"]:
+        return []
+    studies = {entry.get("study") for entry in record["trials"]} - {None}
+    if not studies:
+        return [f"warm start: {len(record['trials'])} given configuration(s) were tried first (initial_trials)"]
+    ids = ", ".join(str(entry.get("trial_id")) for entry in record["trials"])
+    return [f"warm start: the {len(record['trials'])} best trial(s) of study {', '.join(sorted(studies))} "
+            f"({ids}) were tried first (initial_trials)"]
+
+
+def _settled_lines(state: Mapping[str, Any], config: StudyConfig) -> list[str]:
+    """"ranges settled: ..." for a finished study without an extendable flag; else how to extend them."""
+    if state.get("status") != "finished" or "boundary" not in state:
+        return []
+    settled = settled_sentence(state.get("boundary") or [])
+    if settled is not None:
+        return [settled]
+    return [f"extend these ranges in a warm-started follow-up study: hpstudy extend {config.source or 'STUDY.yaml'}"]

@@ -19,6 +19,7 @@ from hpstudy.errors import StudyError
 from hpstudy.paths import StudyPaths
 from hpstudy.records import read_frozen, read_state
 from hpstudy.trials import load_trials
+from hpstudy.warmstart import load_history
 
 __all__ = ["StudyRun", "load_run", "compatibility_notes"]
 
@@ -34,6 +35,8 @@ class StudyRun:
     trials: pd.DataFrame | None
     source: Path | None = None
     notes: list[str] = field(default_factory=list)
+    history: pd.DataFrame | None = None  # the trials of the studies this one follows, then its own (warmstart)
+    lineage: list[str] = field(default_factory=list)  # those studies' names, oldest first, this one last
 
     @property
     def config(self) -> dict[str, Any]:
@@ -116,6 +119,9 @@ def load_run(study: Any) -> StudyRun:
                    source=source)
     if not frozen:
         run.notes.append(f"No frozen configuration at {paths.frozen_config}: the study has not been run yet.")
+    merged = load_history(root) if trials is not None else None
+    if merged is not None:
+        run.history, run.lineage = merged
     return run
 
 

@@ -19,7 +19,7 @@ from hpstudy.report.document import Block, Figure, Note, Para, Section, Table
 from hpstudy.report.figures import plot_best_so_far, plot_hyperparameters, plot_learning_curves
 from hpstudy.report.runs import StudyRun
 
-__all__ = ["data_section", "search_section", "key_value_table"]
+__all__ = ["data_section", "search_section", "key_value_table", "chain_sentence"]
 
 _TOP = 10
 _MAX_EXPLORE_ROWS = 30
@@ -118,6 +118,42 @@ def search_section(run: StudyRun, anchor: str, assets: Assets) -> Section:
     section.add(Para(_progress_sentence(run)))
     section.children += [_top_trials(run, f"{anchor}-top"), _progress(run, f"{anchor}-progress", assets),
                          _best_curves(run, f"{anchor}-curves", assets), _boundary(run, f"{anchor}-boundary")]
+    if run.history is not None:
+        section.children.insert(1, _history(run, f"{anchor}-history", assets))
+    return section
+
+
+def chain_sentence(history: pd.DataFrame) -> str:
+    """Which positions of a merged history belong to which study, and which trials were warm starts."""
+    parts = []
+    for study, rows in history.groupby("study", sort=False):
+        warm = rows[rows["warm_start_of"].notna()]
+        repeat = f", of which {len(warm)} repeat earlier trials ({', '.join(warm['warm_start_of'])})" \
+            if not warm.empty else ""
+        parts.append(f"trials {rows['position'].min()}–{rows['position'].max()} are study {study}'s{repeat}")
+    return "One history, oldest study first: " + "; ".join(parts) + "."
+
+
+def _history(run: StudyRun, anchor: str, assets: Assets) -> Section:
+    """The studies this one follows (``initial_trials.from``) and this one, as one search."""
+    assert run.history is not None
+    section = Section("History across the follow-up studies", anchor)
+    history = run.history
+    section.add(Para(f"This study is a follow-up (`hpstudy extend`) of {' -> '.join(run.lineage[:-1])}: its search "
+                     "space widens the ranges whose best values sat at an edge, and it first re-ran the best trials "
+                     "of the study before it. " + chain_sentence(history)))
+    label = " -> ".join(run.lineage)
+    curve = history.assign(trial_id=history["position"].astype(str))
+    data = compare_oracles({label: curve}, direction=run.direction, margin=0.0, oracles={label: run.oracle})
+    section.add(Figure(plot_best_so_far(data, assets.path("history_best_so_far.png"), objective=run.objective),
+                       f"Best {run.objective} so far along the whole history ({label})"))
+    done = history[(history["status"] == "COMPLETED") & pd.to_numeric(history["score"], errors="coerce").notna()]
+    done = done.sort_values("score", ascending=run.direction == "min", kind="stable").head(_TOP)
+    columns = ["study", "trial_id", "warm_start_of"]
+    shown = _display_trials(done)
+    section.add(Table(pd.concat([done[columns].reset_index(drop=True), shown.reset_index(drop=True)
+                                 .drop(columns=["trial_id"])], axis=1),
+                      caption=f"Best {len(done)} trials of the whole history by {run.objective} ({run.direction})"))
     return section
 
 
