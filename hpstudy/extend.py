@@ -6,7 +6,8 @@ every flagged range as ``hpstudy.boundary`` suggests (within the family's hard l
 ``<name>-ext1.yaml`` and ``<space>-ext1.yaml`` beside the originals (``-ext2`` from ``-ext1``, ...): the
 same budget and settings as the search ran with (its ``--set`` overrides and data path included), and
 ``initial_trials: {from: <original>, top_k: K}`` so that the original's best configurations are tried
-first. Repeat until ``hpstudy status`` says the ranges are settled.
+first, and a seed of its own (the same seed would make the oracle draw the original's configurations
+again). Repeat until ``hpstudy status`` says the ranges are settled.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ __all__ = ["ExtendResult", "extend_study"]
 log = logging.getLogger("hpstudy")
 _SUFFIX = re.compile(r"-ext\d+$")
 # Settings the follow-up takes from its own definition, not from the original's frozen configuration.
-_OWN_KEYS = ("name", "search_space", "initial_trials")
+_OWN_KEYS = ("name", "search_space", "initial_trials", "seed")
+# Keras Tuner draws hyperparameter values with seeds seed, seed + 1, ... (one per value): a follow-up's seed
+# moves that far from the original's, so its own suggestions do not replay the original's.
+_SEED_STRIDE = 100_003
 
 
 @dataclass
@@ -187,7 +191,8 @@ def _write_follow_up(requested: StudyConfig, config: StudyConfig, space: SearchS
         search_space = space.to_dict()
     mapping = _follow_up_mapping(requested, config)
     study = _ordered({**mapping, "name": new_name, "search_space": search_space,
-                      "initial_trials": {"from": original.name, "top_k": top_k}})
+                      "initial_trials": {"from": original.name, "top_k": top_k},
+                      "seed": config.seed + _SEED_STRIDE})
     try:
         parse_study(study, source=study_path)
     except ConfigError:
@@ -196,7 +201,8 @@ def _write_follow_up(requested: StudyConfig, config: StudyConfig, space: SearchS
         raise
     header = [f"{study_path.name}: follow-up of study '{requested.name}' ({original.name}).", *why,
               f"It first tries the {top_k} best trials of '{requested.name}' (initial_trials) and keeps the budget "
-              "and settings its search ran with."]
+              "and settings its search ran with,", f"except the seed ({config.seed} + {_SEED_STRIDE}): "
+              "with the same seed the oracle would draw the original's configurations again."]
     atomic_write_text(study_path, _dump(header, study))
     return study_path, space_path
 
