@@ -170,3 +170,72 @@ def test_client_timeout_is_keras_tuners_module_constant(monkeypatch: pytest.Monk
     monkeypatch.setattr(oracle_client, "TIMEOUT", oracle_client.TIMEOUT)
     compat.set_client_timeout(12.5)
     assert oracle_client.TIMEOUT == 12.5
+
+
+# --------------------------------------------------------------------------- configurations tried first
+FIRST = [{"x": 0.25, "n": 7}, {"x": 0.75, "n": 2}, {"x": 0.5, "n": 5}]
+
+
+def _build_xn(hp: kt.HyperParameters) -> keras.Model:
+    hp.Float("x", 0.0, 1.0)
+    hp.Int("n", 1, 9)
+    return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+
+
+def _xn_tuner(tmp_path: Path, kind: type, **kwargs: Any) -> kt.Tuner:
+    return kind(_build_xn, objective=kt.Objective("score", "max"), directory=str(tmp_path), project_name="p",
+                seed=1, **kwargs)
+
+
+def _config(trial: Any) -> dict[str, Any]:
+    return {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+
+
+@pytest.mark.parametrize(("kind", "kwargs"), [(kt.RandomSearch, {"max_trials": 6}),
+                                              (kt.BayesianOptimization, {"max_trials": 6, "num_initial_points": 1}),
+                                              (kt.Hyperband, {"max_epochs": 9, "factor": 3})])
+def test_given_configurations_come_first_in_order_then_the_oracles_own(tmp_path: Path, kind: type,
+                                                                       kwargs: dict[str, Any]) -> None:
+    # Random/Bayesian: through populate_space; Hyperband: its first-round sampler _random_values.
+    oracle = _xn_tuner(tmp_path, kind, **kwargs).oracle
+    compat.try_first(oracle, FIRST)
+    trials = [_run(oracle, score / 10) for score in range(5)]
+    assert [_config(t) for t in trials[:3]] == FIRST
+    assert all(_config(t) not in FIRST for t in trials[3:])
+    assert compat.first_values(oracle) == []
+    if kind is kt.Hyperband:  # the given ones entered the first bracket's first round like any sampled trial
+        assert {(t.hyperparameters.values["tuner/round"], t.hyperparameters.values["tuner/initial_epoch"])
+                for t in trials[:3]} == {(0, 0)}
+
+
+def test_hyperband_samples_its_first_round_trials_through_random_values() -> None:
+    source = inspect.getsource(kt.oracles.HyperbandOracle._random_trial)
+    assert "self._random_values()" in source
+    assert list(inspect.signature(kt.Oracle._random_values).parameters) == ["self"]
+
+
+def test_a_reloaded_oracle_neither_repeats_nor_skips_a_given_configuration(tmp_path: Path) -> None:
+    oracle = _xn_tuner(tmp_path, kt.RandomSearch, max_trials=6).oracle
+    compat.try_first(oracle, FIRST)
+    _run(oracle, 0.1)
+    oracle.create_trial("tuner0")  # the second one starts, then the process is killed
+    (tmp_path / "p" / "tuner0.json").write_text("{}")  # Keras Tuner reloads a project that has this file
+    reloaded = _xn_tuner(tmp_path, kt.RandomSearch, max_trials=6).oracle  # overwrite=False: reload
+    compat.try_first(reloaded, FIRST)
+    assert compat.first_values(reloaded) == FIRST[2:], "the running one is Keras Tuner's retry, not due again"
+    again = [_run(reloaded, 0.2), _run(reloaded, 0.3), _run(reloaded, 0.4)]
+    assert [_config(t) for t in again[:2]] == FIRST[1:]  # the interrupted trial first (retry), then the third
+    assert again[0].trial_id == "1" and _config(again[2]) not in FIRST
+
+
+def test_the_swapped_oracle_class_keeps_its_state_and_saves_as_before(tmp_path: Path) -> None:
+    oracle = _xn_tuner(tmp_path, kt.Hyperband, max_epochs=3, factor=3).oracle
+    before = type(oracle)
+    compat.try_first(oracle, FIRST[:1])
+    assert isinstance(oracle, before) and type(oracle) is not before
+    compat.try_first(oracle, FIRST[1:2])  # a second call replaces the list, the class stays
+    assert compat.first_values(oracle) == FIRST[1:2]
+    _run(oracle, 0.5)
+    oracle.save()
+    state = json.loads((tmp_path / "p" / "oracle.json").read_text())
+    assert state["brackets"] and "first_values" not in json.dumps(state)
