@@ -241,6 +241,9 @@ def load_history(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]] | None:
             trials = load_trials(folder)
         except StudyError:
             continue
-        record = read_initial_record(paths) or {"trials": []}
-        parts.append((name, trials, warm_start_ids(trials, record["trials"])))
+        try:
+            entries = (read_initial_record(paths) or {"trials": []})["trials"]
+        except StudyError:  # a broken record: the trials are still shown, without their warm-start marks
+            entries = []
+        parts.append((name, trials, warm_start_ids(trials, entries)))
     return merged_history(parts), [name for name, _, _ in parts]

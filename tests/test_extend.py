@@ -25,9 +25,10 @@ from hpstudy.errors import ConfigError, StudyError
 from hpstudy.extend import extend_study
 from hpstudy.paths import StudyPaths
 from hpstudy.records import update_state, write_frozen
+from hpstudy.report.search_sections import chain_sentence
 from hpstudy.search.session import freeze_or_check, run_here
 from hpstudy.study import run_study, study_status
-from hpstudy.warmstart import load_history, resolve_initial
+from hpstudy.warmstart import load_history, merged_history, resolve_initial, warm_start_ids
 
 SPACE = {"family": "baseline_cnn", "hyperparameters": {
     "learning_rate": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True, "default": 3.0e-3},
@@ -266,6 +267,28 @@ def test_extend_reaches_a_planted_optimum_beyond_the_range_in_two_follow_ups(
     best = pd.read_csv(last.parent / last.stem / "trials.csv").sort_values("score").iloc[-1]
     assert abs(best["hp_n_blocks"] - OPTIMUM_BLOCKS) <= 1 and final_range.range.edge(best["hp_n_blocks"]) is None
     assert "extend these ranges in a warm-started follow-up study: hpstudy extend" in study_status(study)
+
+    from hpstudy.report import write_report
+
+    report = write_report([last], out_dir=tmp_path / "report").markdown.read_text()
+    assert "History across the follow-up studies" in report and "trials 1–10 are study s's; trials 11–20 are " \
+                                                                "study s-ext1's, of which 3 repeat" in report
+
+
+def test_merged_history_puts_the_oldest_study_first_and_keeps_every_trials_id() -> None:
+    first = pd.DataFrame({"trial_id": ["10", "2", "1"], "status": ["COMPLETED"] * 3, "score": [0.7, 0.9, 0.8],
+                          "hp_n_blocks": [3, 5, 4]})
+    second = pd.DataFrame({"trial_id": ["1", "0"], "status": ["COMPLETED", "FAILED"], "score": [0.95, None],
+                           "hp_n_blocks": [6, 5]})
+    assert warm_start_ids(second, [{"study": "a", "trial_id": "2", "values": {"n_blocks": 5}},
+                                   {"study": None, "trial_id": None, "values": {"n_blocks": 6}}]) == {"0": "a/2"}
+    history = merged_history([("a", first, {}), ("b", second, {"0": "a/2"})])
+    assert list(history.columns[:4]) == ["position", "study", "trial_id", "warm_start_of"]
+    assert list(zip(history["study"], history["trial_id"])) == [("a", "1"), ("a", "2"), ("a", "10"), ("b", "0"),
+                                                               ("b", "1")]
+    assert list(history["position"]) == [1, 2, 3, 4, 5] and history["warm_start_of"].tolist()[3] == "a/2"
+    assert chain_sentence(history) == ("One history, oldest study first: trials 1–3 are study a's; trials 4–5 are "
+                                       "study b's, of which 1 repeats an earlier trial (a/2).")
 
 
 # --------------------------------------------------------------------------- one real extend --run

@@ -128,8 +128,8 @@ def chain_sentence(history: pd.DataFrame) -> str:
     parts = []
     for study, rows in history.groupby("study", sort=False):
         warm = rows[rows["warm_start_of"].notna()]
-        repeat = f", of which {len(warm)} repeat earlier trials ({', '.join(warm['warm_start_of'])})" \
-            if not warm.empty else ""
+        verb = "repeats an earlier trial" if len(warm) == 1 else "repeat earlier trials"
+        repeat = f", of which {len(warm)} {verb} ({', '.join(warm['warm_start_of'])})" if not warm.empty else ""
         parts.append(f"trials {rows['position'].min()}–{rows['position'].max()} are study {study}'s{repeat}")
     return "One history, oldest study first: " + "; ".join(parts) + "."
 
