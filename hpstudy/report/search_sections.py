@@ -255,6 +255,7 @@ def _boundary(run: StudyRun, anchor: str) -> Section:
     columns = ["hyperparameter", "side", "limit", "best_value", "trials_at_limit", "suggestion"]
     frame = pd.DataFrame(flags)
     section.add(Note(f"{len(flags)} hyperparameter(s) have their best value at the edge of the searched range: "
-                     "widen the range and search again."),
+                     f"widen the range and search again (`hpstudy extend {run.command_target}` writes a follow-up "
+                     "study with the extendable ones widened, starting from this study's best trials)."),
                 Table(frame[[c for c in columns if c in frame.columns]], caption="Boundary flags (from study.json)"))
     return section
