@@ -74,14 +74,15 @@ def _suggestion(param: Any, side: str, new_param: Any, family: str) -> tuple[Any
     return new, f"{verb} the {side} end from {end:g} to {new:g}"
 
 
-def _flag(param: Any, top: pd.DataFrame, conditional: bool, space: Any) -> dict[str, Any] | None:
+def _flag(param: Any, top: pd.DataFrame, conditional: bool, space: Any,
+          image_size: Sequence[int] | None = None) -> dict[str, Any] | None:
     column = f"hp_{param.name}"
     best_value = top.iloc[0][column]
     side = param.range.edge(best_value)
     if side is None:
         return None
     at_edge = sum(param.range.edge(v) == side for v in top[column].dropna())
-    new_param = space.extended(param.name, side)
+    new_param = space.extended(param.name, side, image_size=image_size)
     new, suggestion = _suggestion(param, side, new_param, space.family)
     population = _population(param.name, len(top), at_edge, conditional)
     message = (f"{population} {param.name} at the {side} end of its range {param.describe()} "
@@ -95,8 +96,8 @@ def _flag(param: Any, top: pd.DataFrame, conditional: bool, space: Any) -> dict[
     }
 
 
-def boundary_flags(trials: pd.DataFrame, space: Any, *, direction: str = "max",
-                   top_k: int = 3) -> list[dict[str, Any]]:
+def boundary_flags(trials: pd.DataFrame, space: Any, *, direction: str = "max", top_k: int = 3,
+                   image_size: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Flag hyperparameters whose best value sits at the edge of its range.
 
     For each hyperparameter with a numeric range, the ``top_k`` best completed trials in which it was
@@ -108,6 +109,7 @@ def boundary_flags(trials: pd.DataFrame, space: Any, *, direction: str = "max",
         space: the study's ``SearchSpace``.
         direction: "max" or "min" for the score.
         top_k: how many of the best trials are counted.
+        image_size: the study's image size; it caps how far ``n_blocks`` may be extended.
 
     Returns:
         One dict per flagged hyperparameter: hyperparameter, side, limit, best_value, trials_at_limit
@@ -126,7 +128,7 @@ def boundary_flags(trials: pd.DataFrame, space: Any, *, direction: str = "max",
         if top.empty or pd.isna(top.iloc[0][column]):
             continue
         parent = _ACTIVE_WHEN.get(param.name, (None, None))[0]
-        flag = _flag(param, top, conditional=f"hp_{parent}" in trials.columns, space=space)
+        flag = _flag(param, top, conditional=f"hp_{parent}" in trials.columns, space=space, image_size=image_size)
         if flag is not None:
             flags.append(flag)
     return flags
@@ -156,7 +158,8 @@ def settled_sentence(flags: Sequence[Mapping[str, Any]]) -> str | None:
     return f"ranges settled: no best value at an extendable range edge ({stuck})"
 
 
-def extend_space(space: Any, flags: Sequence[Mapping[str, Any]]) -> tuple[Any, list[tuple[Any, Any]]]:
+def extend_space(space: Any, flags: Sequence[Mapping[str, Any]], *,
+                 image_size: Sequence[int] | None = None) -> tuple[Any, list[tuple[Any, Any]]]:
     """The space with every extendable flagged range widened as suggested.
 
     Returns:
@@ -165,7 +168,7 @@ def extend_space(space: Any, flags: Sequence[Mapping[str, Any]]) -> tuple[Any, l
     changes = []
     for flag in flags:
         if flag.get("extendable") and flag["hyperparameter"] in space:
-            new = space.extended(flag["hyperparameter"], flag["side"])
+            new = space.extended(flag["hyperparameter"], flag["side"], image_size=image_size)
             if new is not None:
                 changes.append((space[flag["hyperparameter"]], new))
                 space = space.with_param(new)

@@ -136,8 +136,9 @@ def _extend_finished(requested: StudyConfig, paths: StudyPaths, top_k: int) -> E
                          f"`hpstudy search {requested.source}` (it resumes), so the follow-up starts from its best "
                          "trials")
     config = stage_config(requested, stage="extend")
-    flags = boundary_flags(load_trials(paths.root), config.search_space, direction=config.objective.direction)
-    new_space, changes = extend_space(config.search_space, flags)
+    flags = boundary_flags(load_trials(paths.root), config.search_space, direction=config.objective.direction,
+                           image_size=config.image_size)
+    new_space, changes = extend_space(config.search_space, flags, image_size=config.image_size)
     result = ExtendResult(original=Path(requested.source), flags=flags)  # type: ignore[arg-type]
     if not changes:
         result.settled = settled_sentence(flags)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hpstudy._log import quieted
-from hpstudy.boundary import boundary_lines, settled_sentence
+from hpstudy.boundary import boundary_flags, boundary_lines, settled_sentence
 from hpstudy.config import StudyConfig, resolve_config, stage_config
 from hpstudy.errors import StudyError
 from hpstudy.paths import StudyPaths
@@ -137,8 +137,9 @@ def study_status(config: StudyConfig | str | Path, *, top: int = 5) -> str:
         lines.append(f"top {len(done)} by {config.objective.name}:")
         lines.append(done[columns].to_string(index=False))
     lines.extend(_warm_start_lines(paths))
-    lines.extend(boundary_lines(state.get("boundary", [])))
-    lines.extend(_settled_lines(state, config))
+    flags = _current_flags(table, config) if not done.empty else state.get("boundary", [])
+    lines.extend(boundary_lines(flags))
+    lines.extend(_settled_lines(state, config, flags))
     lines.extend(selection_lines(paths))
     return "\n".join(lines)
 
@@ -156,11 +157,18 @@ def _warm_start_lines(paths: StudyPaths) -> list[str]:
             f"({ids}) were tried first (initial_trials)"]
 
 
-def _settled_lines(state: Mapping[str, Any], config: StudyConfig) -> list[str]:
+def _current_flags(table: Any, config: StudyConfig) -> list[dict[str, Any]]:
+    """The boundary flags of the trials as they are now, by this version's rules (``study.json`` keeps the
+    ones computed when the search last concluded, possibly by an older version)."""
+    return boundary_flags(table, config.search_space, direction=config.objective.direction,
+                          image_size=config.image_size)
+
+
+def _settled_lines(state: Mapping[str, Any], config: StudyConfig, flags: list[dict[str, Any]]) -> list[str]:
     """"ranges settled: ..." for a finished study without an extendable flag; else how to extend them."""
     if state.get("status") != "finished" or "boundary" not in state:
         return []
-    settled = settled_sentence(state.get("boundary") or [])
+    settled = settled_sentence(flags)
     if settled is not None:
         return [settled]
     return [f"extend these ranges in a warm-started follow-up study: hpstudy extend {config.source or 'STUDY.yaml'}"]

@@ -108,6 +108,17 @@ def test_hard_limits_are_family_aware_and_never_passed() -> None:
     assert linear_lr.extended("learning_rate", "low").low == pytest.approx(0.0005), "0 is open: halfway to it"
 
 
+def test_cnn_kernels_stay_spatial_and_blocks_stop_at_a_one_pixel_map() -> None:
+    cnn = _space(kernel_size={"type": "choice", "values": [3, 5]}, n_blocks={"type": "int", "low": 2, "high": 5})
+    assert cnn.extended("kernel_size", "low") is None, "a 1x1 kernel sees no neighbourhood"
+    assert cnn.extended("n_blocks", "high").describe() == "int 2..7", "no image size: half the width"
+    assert cnn.extended("n_blocks", "high", image_size=(64, 64)).describe() == "int 2..6", "64 px: 6 halvings"
+    assert cnn.extended("n_blocks", "high", image_size=(128, 96)).describe() == "int 2..6", "the shorter side"
+    at_top = _space(n_blocks={"type": "int", "low": 2, "high": 6})
+    flag = boundary_flags(_trials({"score": 0.9, "n_blocks": 6}), at_top, image_size=(64, 64))[0]
+    assert flag["extendable"] is False and boundary_lines([flag]) == []
+
+
 def test_a_flag_at_a_hard_limit_says_why_it_cannot_be_extended() -> None:
     space = _space(n_dense={"type": "int", "low": 1, "high": 2})
     flag = _flags(_trials({"score": 0.9, "n_dense": 1}), space)["n_dense"]

@@ -7,6 +7,7 @@ space: a space is checked against ``_DOMAINS`` when it is loaded, and an extende
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,20 +52,29 @@ _DOMAINS: dict[str, _Domain] = {
 
 # How far ``hpstudy extend`` may widen a range: physical limits, and what the course forbids. One table;
 # a family's own row wins over "*". The course's baseline CNN keeps at least one dense layer (with its
-# dropout), so its n_dense never goes below 1.
+# dropout), so its n_dense never goes below 1, and a convolution that sees a neighbourhood (a 1x1 kernel
+# would make it a per-pixel classifier), so its kernel_size never goes below 3.
 HARD_LIMITS: dict[str, dict[str, Limits]] = {
     "*": {"learning_rate": Limits(0.0, 1.0, open_low=True), "momentum": Limits(0.0, 0.999),
           "weight_decay": Limits(0.0, None), "l2": Limits(0.0, None), "batch_size": Limits(1, None),
           "n_blocks": Limits(1, None), "base_filters": Limits(1, None), "filters_growth": Limits(0.0, None, True),
           "kernel_size": Limits(1, None), "conv_dropout": Limits(0.0, 0.95), "dropout": Limits(0.0, 0.95),
           "n_dense": Limits(0, None), "dense_units": Limits(1, None)},
-    "baseline_cnn": {"n_dense": Limits(1, None)},
+    "baseline_cnn": {"n_dense": Limits(1, None), "kernel_size": Limits(3, None)},
 }
 
 
-def hard_limits(family: str, name: str) -> Limits:
-    """The limits a range of ``name`` may be extended to in ``family`` (unbounded when none is known)."""
-    return HARD_LIMITS.get(family, {}).get(name) or HARD_LIMITS["*"].get(name) or Limits()
+def hard_limits(family: str, name: str, *, image_size: Sequence[int] | None = None) -> Limits:
+    """The limits a range of ``name`` may be extended to in ``family`` (unbounded when none is known).
+
+    With ``image_size``, ``n_blocks`` stops at log2 of the shorter side: every block halves the maps, and
+    blocks past a 1-pixel map add parameters but no receptive field (7 at 128 px, 6 at 64 px).
+    """
+    limits = HARD_LIMITS.get(family, {}).get(name) or HARD_LIMITS["*"].get(name) or Limits()
+    if name == "n_blocks" and image_size:
+        deepest = max(1, int(math.floor(math.log2(min(int(side) for side in image_size)))))
+        limits = Limits(limits.low, deepest if limits.high is None else min(limits.high, deepest), limits.open_low)
+    return limits
 
 
 def _fits_kind(p: Any, kind: str) -> bool:

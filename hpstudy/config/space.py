@@ -316,9 +316,10 @@ class SearchSpace:
         """Register ``name`` on ``hp`` and return its value if declared, else return ``fallback``."""
         return self[name].register(hp) if name in self else fallback
 
-    def extended(self, name: str, side: str) -> HyperParam | None:
-        """``name`` with its ``side`` end widened within the family's ``HARD_LIMITS`` (None: it cannot move)."""
-        return self[name].extended(side, hard_limits(self.family, name))
+    def extended(self, name: str, side: str, *, image_size: Sequence[int] | None = None) -> HyperParam | None:
+        """``name`` with its ``side`` end widened within the family's ``HARD_LIMITS`` (None: it cannot move);
+        ``image_size`` caps ``n_blocks`` (``config.hard_limits``)."""
+        return self[name].extended(side, hard_limits(self.family, name, image_size=image_size))
 
     def with_param(self, param: HyperParam) -> SearchSpace:
         """A copy with ``param`` replacing the hyperparameter of the same name (validated again)."""

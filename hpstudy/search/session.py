@@ -367,7 +367,7 @@ def conclude(session: Session, tuner: Any, planned: int | None, *, announce: boo
         best = best_trial(table, direction=direction).to_dict()
     except StudyError:
         best = None
-    flags = boundary_flags(table, config.search_space, direction=direction)
+    flags = boundary_flags(table, config.search_space, direction=direction, image_size=config.image_size)
     total = len(table)
     exhausted = config.oracle.type != "hyperband" and bool(planned) and total < planned
     # stopped at trials_per_process: budget left, unless that was the last planned trial
