@@ -17,7 +17,7 @@ shrunk to 64 px at JPEG quality 50, or with its gamma changed, 95 % stay within 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -116,18 +116,8 @@ def check_leaks(source: DataSource, *, severity: str = "warn", out_csv: str | Pa
         ConfigError: unknown severity.
         LeakError: leaks found and severity is "error".
     """
-    if severity not in LEAK_SEVERITIES:
-        raise ConfigError(f"leak_check must be one of {', '.join(LEAK_SEVERITIES)}, but got {severity!r}")
-    if severity == "off":
-        return _frame([])
-    leaks = find_leaks(source, near_threshold=near_threshold, splits=splits)
-    if out_csv is not None:
-        atomic_write_text(out_csv, leaks.to_csv(index=False))
-    if len(leaks) and severity == "error":
-        raise LeakError(_summary(leaks, out_csv) + "; remove or move these images (or set leak_check: warn)")
-    if len(leaks):
-        warnings.warn(_summary(leaks, out_csv), LeakWarning, stacklevel=2)
-    return leaks
+    return _checked(severity, lambda: find_leaks(source, near_threshold=near_threshold, splits=splits), out_csv,
+                    what="appear in more than one split", remedy="remove or move these images")
 
 
 def find_external_leaks(source: DataSource, external: DataSource, *, name: str,
@@ -159,19 +149,25 @@ def check_external_leaks(source: DataSource, external: DataSource, *, name: str,
         ConfigError: unknown severity.
         LeakError: leaks found and severity is "error".
     """
+    return _checked(severity, lambda: find_external_leaks(source, external, name=name, near_threshold=near_threshold),
+                    out_csv, what=f"are shared between the study's splits and the external set {name!r}",
+                    remedy="remove them from the external set")
+
+
+def _checked(severity: str, find: Callable[[], pd.DataFrame], out_csv: str | Path | None, *, what: str,
+             remedy: str) -> pd.DataFrame:
+    """Run ``find`` unless ``severity`` is "off", save its pairs to ``out_csv``, then warn or raise."""
     if severity not in LEAK_SEVERITIES:
         raise ConfigError(f"leak_check must be one of {', '.join(LEAK_SEVERITIES)}, but got {severity!r}")
     if severity == "off":
         return _frame([])
-    leaks = find_external_leaks(source, external, name=name, near_threshold=near_threshold)
+    leaks = find()
     if out_csv is not None:
         atomic_write_text(out_csv, leaks.to_csv(index=False))
-    what = f"are shared between the study's splits and the external set {name!r}"
     if len(leaks) and severity == "error":
-        raise LeakError(_summary(leaks, out_csv, what) + "; remove them from the external set (or set "
-                        "leak_check: warn)")
+        raise LeakError(f"{_summary(leaks, out_csv, what)}; {remedy} (or set leak_check: warn)")
     if len(leaks):
-        warnings.warn(_summary(leaks, out_csv, what), LeakWarning, stacklevel=2)
+        warnings.warn(_summary(leaks, out_csv, what), LeakWarning, stacklevel=4)  # the caller of check_*
     return leaks
 
 
