@@ -304,7 +304,7 @@ def _redraw(config: StudyConfig, paths: StudyPaths, model: str, images: Evaluati
             result: dict[str, Any]) -> dict[str, Any]:
     """Draw the missing figures of a completed evaluation from its saved predictions (the model is not run)."""
     csv = paths.predictions_csv(model, images.dataset)
-    predictions = pd.read_csv(csv)
+    predictions = pd.read_csv(csv, float_precision="round_trip")
     if list(predictions["path"]) != images.names:
         raise StudyError(f"{csv} does not list the images of the {set_label(images.dataset)} ({images.origin}); "
                          "run `hpstudy evaluate --force` to evaluate again (recorded in the ledger)")

@@ -81,7 +81,7 @@ def _draw_groups(config: StudyConfig, paths: StudyPaths, which: str, per_group: 
     from hpstudy.data.prepare import load_data_stats, ordered_class_names
     from hpstudy.gradcam_figures import plot_gradcam_grid
 
-    predictions = pd.read_csv(paths.predictions_csv(which))
+    predictions = pd.read_csv(paths.predictions_csv(which), float_precision="round_trip")
     stats = load_data_stats(paths.data_stats)
     classifier = keras.models.load_model(model_path(paths, which))
     root = discover(config.data, positive_class=config.positive_class, verify=False).root
@@ -201,7 +201,7 @@ def _probe_inputs(config: StudyConfig, paths: StudyPaths, model: str, evaluation
     source = discover(config.data, positive_class=config.positive_class, verify=False)
     check_fingerprint(source, frozen_fingerprint(config))
     records = source.split("test")
-    predictions = pd.read_csv(paths.predictions_csv(model))
+    predictions = pd.read_csv(paths.predictions_csv(model), float_precision="round_trip")
     if [str(r.path.relative_to(source.root)) for r in records] != list(predictions["path"]):
         raise StudyError(f"the test split of {config.data} is not the one evaluated ({paths.predictions_csv(model)} "
                          "lists other images): probe the data that was evaluated")

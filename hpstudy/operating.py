@@ -131,7 +131,7 @@ def fit_operating_point(config: StudyConfig, val: ValidationPredictions) -> tupl
 def _selection_run(path: Path, y_val: np.ndarray) -> pd.DataFrame:
     """One re-evaluation run's predictions, checked against the validation split as prepared here."""
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, float_precision="round_trip")
     except (OSError, ValueError) as exc:
         raise StudyError(f"{path} cannot be read ({exc}); delete it or re-run `hpstudy confirm`") from None
     if not set(_COLUMNS) <= set(frame.columns):

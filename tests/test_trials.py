@@ -125,11 +125,19 @@ def test_empty_tuner_dir_gives_empty_table(tmp_path: Path) -> None:
 def test_boundary_exact_end_wins_in_a_narrow_int_range(tmp_path: Path) -> None:
     space = parse_search_space({"family": "baseline_cnn", "hyperparameters": {
         "n_dense": {"type": "int", "low": 1, "high": 2},
-        "kernel_size": {"type": "choice", "values": [3, 5]}}})
-    _write_trial(tmp_path / "t", "0", score=0.9, values={"n_dense": 2, "kernel_size": 3})
+        "kernel_size": {"type": "choice", "values": [5, 7]}}})
+    _write_trial(tmp_path / "t", "0", score=0.9, values={"n_dense": 2, "kernel_size": 5})
     flags = {f["hyperparameter"]: f for f in boundary_flags(trials_frame(tmp_path / "t"), space)}
     assert flags["n_dense"]["side"] == "high" and flags["n_dense"]["suggested_limit"] == 3
-    assert flags["kernel_size"]["suggested_limit"] == 1, "evenly spaced choices extend by their step"
+    assert flags["kernel_size"]["suggested_limit"] == 3, "evenly spaced choices extend by their step"
+
+
+def test_boundary_suggests_nothing_past_a_hard_limit(tmp_path: Path) -> None:
+    space = parse_search_space({"family": "baseline_cnn", "hyperparameters": {
+        "kernel_size": {"type": "choice", "values": [3, 5]}}})
+    _write_trial(tmp_path / "t", "0", score=0.9, values={"kernel_size": 3})
+    flags = boundary_flags(trials_frame(tmp_path / "t"), space)
+    assert flags and flags[0]["suggested_limit"] is None, "a 1x1 kernel is not spatial: 3 is the hard limit"
 
 
 def test_boundary_ignores_hyperparameters_inactive_in_the_best_trials(tmp_path: Path) -> None:

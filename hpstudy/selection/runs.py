@@ -74,7 +74,7 @@ def read_runs(paths: StudyPaths) -> pd.DataFrame:
     if not paths.selection_csv.is_file():
         return pd.DataFrame(columns=list(RUN_COLUMNS))
     try:
-        runs = pd.read_csv(paths.selection_csv, dtype={"trial_id": str})
+        runs = pd.read_csv(paths.selection_csv, dtype={"trial_id": str}, float_precision="round_trip")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         runs, problem = None, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     else:
