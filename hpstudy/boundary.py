@@ -150,7 +150,7 @@ def boundary_lines(flags: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def settled_sentence(flags: Sequence[Mapping[str, Any]]) -> str | None:
     """"ranges settled: ..." when no flag can be extended any more; None while one can."""
-    if any(flag.get("extendable") for flag in flags):
+    if any(flag.get("extendable", True) for flag in flags):
         return None
     if not flags:
         return SETTLED

@@ -538,3 +538,14 @@ def test_report_of_a_study_with_a_chosen_threshold_and_an_external_set(tmp_path:
     assert "| final | test | 40 | 0.3 | 0.900 (0.800–0.950)" in side and "| final | hosp | 40 | 0.3 |" in side
     assert "final-hosp_roc.png" in text and "| hosp |" in text[text.index("Test ledger"):]
     assert "Warning: the external set hosp shares 20 image(s) with the study's splits" in text
+
+
+def test_a_flag_only_at_a_hard_limit_reads_as_settled_not_as_widen(tmp_path: Path) -> None:
+    stuck = {"hyperparameter": "kernel_size", "side": "low", "limit": 3, "best_value": 3, "trials_at_limit": "1/3",
+             "extendable": False, "suggested_limit": None,
+             "suggestion": "cannot lower it past 3, the hard limit of kernel_size for family baseline_cnn"}
+    run = make_fake_study(tmp_path / "s", "settled", finalized=False, evaluated=False, boundary=[stuck])
+    text = write_report([run], out_dir=tmp_path / "r").markdown.read_text()
+    section = text[text.index("#### Boundary check"):]
+    assert "Ranges settled: no best value at an extendable range edge (kernel_size is at its hard limit 3)" in section
+    assert "widen the range" not in section and "| kernel_size | low | 3 |" in section

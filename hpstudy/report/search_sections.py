@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from hpstudy._io import format_duration
+from hpstudy.boundary import settled_sentence
 from hpstudy.report.assets import Assets, caption_from_name, read_csv
 from hpstudy.report.compare import compare_oracles
 from hpstudy.report.document import Block, Figure, Note, Para, Section, Table
@@ -254,8 +255,11 @@ def _boundary(run: StudyRun, anchor: str) -> Section:
         return section.add(Para("No boundary flags: the best values lie inside their search ranges."))
     columns = ["hyperparameter", "side", "limit", "best_value", "trials_at_limit", "suggestion"]
     frame = pd.DataFrame(flags)
-    section.add(Note(f"{len(flags)} hyperparameter(s) have their best value at the edge of the searched range: "
-                     f"widen the range and search again (`hpstudy extend {run.command_target}` writes a follow-up "
-                     "study with the extendable ones widened, starting from this study's best trials)."),
+    settled = settled_sentence(flags)
+    section.add(Para(settled[0].upper() + settled[1:] + ".") if settled else
+                Note(f"{sum(bool(f.get('extendable', True)) for f in flags)} hyperparameter(s) have their best value "
+                     "at an edge of the searched range that can move: widen the range and search again "
+                     f"(`hpstudy extend {run.command_target}` writes a follow-up study with those widened, starting "
+                     "from this study's best trials)."),
                 Table(frame[[c for c in columns if c in frame.columns]], caption="Boundary flags (from study.json)"))
     return section
