@@ -119,6 +119,14 @@ def test_cnn_kernels_stay_spatial_and_blocks_stop_at_a_one_pixel_map() -> None:
     assert flag["extendable"] is False and boundary_lines([flag]) == []
 
 
+def test_weight_decay_stops_where_decay_no_longer_changes_the_weights() -> None:
+    wd = _space(weight_decay={"type": "float", "low": 1e-5, "high": 1e-2, "log": True})
+    assert wd.extended("weight_decay", "low").describe() == "float 1e-06..0.01 log"
+    at_floor = _space(weight_decay={"type": "float", "low": 1e-6, "high": 1e-2, "log": True})
+    assert at_floor.extended("weight_decay", "low") is None, "below 1e-6 it is adam, which the space has"
+    assert at_floor.extended("weight_decay", "high").describe() == "float 1e-06..0.1 log"
+
+
 def test_a_flag_at_a_hard_limit_says_why_it_cannot_be_extended() -> None:
     space = _space(n_dense={"type": "int", "low": 1, "high": 2})
     flag = _flags(_trials({"score": 0.9, "n_dense": 1}), space)["n_dense"]

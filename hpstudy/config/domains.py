@@ -53,10 +53,12 @@ _DOMAINS: dict[str, _Domain] = {
 # How far ``hpstudy extend`` may widen a range: physical limits, and what the course forbids. One table;
 # a family's own row wins over "*". The course's baseline CNN keeps at least one dense layer (with its
 # dropout), so its n_dense never goes below 1, and a convolution that sees a neighbourhood (a 1x1 kernel
-# would make it a per-pixel classifier), so its kernel_size never goes below 3.
+# would make it a per-pixel classifier), so its kernel_size never goes below 3. weight_decay stops at 1e-6:
+# Keras applies it as w -= w * weight_decay * learning_rate per step, so below 1e-6 even a learning rate of 1
+# shrinks the weights by < 2 % over 20,000 steps: no decay at all, which `optimizer: adam` already covers.
 HARD_LIMITS: dict[str, dict[str, Limits]] = {
     "*": {"learning_rate": Limits(0.0, 1.0, open_low=True), "momentum": Limits(0.0, 0.999),
-          "weight_decay": Limits(0.0, None), "l2": Limits(0.0, None), "batch_size": Limits(1, None),
+          "weight_decay": Limits(1e-6, None), "l2": Limits(0.0, None), "batch_size": Limits(1, None),
           "n_blocks": Limits(1, None), "base_filters": Limits(1, None), "filters_growth": Limits(0.0, None, True),
           "kernel_size": Limits(1, None), "conv_dropout": Limits(0.0, 0.95), "dropout": Limits(0.0, 0.95),
           "n_dense": Limits(0, None), "dense_units": Limits(1, None)},
