@@ -194,9 +194,12 @@ def search_callbacks(config: StudyConfig, paths: StudyPaths) -> list[Any]:
     return callbacks
 
 
-def build_tuner(session: Session, *, trial_limit: int | None = None,
-                started: float | None = None) -> tuple[Any, int | None]:
-    """Create (or reload) the study's tuner with a progress line per trial; returns ``(tuner, planned trials)``."""
+def build_tuner(session: Session, *, trial_limit: int | None = None, started: float | None = None,
+                process_started: float | None = None) -> tuple[Any, int | None]:
+    """Create (or reload) the study's tuner with a progress line per trial; returns ``(tuner, planned trials)``.
+
+    ``process_started`` (``time.time()``): where the first trial's wall time starts (default: the search).
+    """
     from hpstudy import _kt_compat
     from hpstudy.models import build_hypermodel
     from hpstudy.search.tuners import make_tuner, planned_epochs, planned_trials
@@ -208,7 +211,8 @@ def build_tuner(session: Session, *, trial_limit: int | None = None,
         jit_compile=config.jit_compile)
     progress = Progress(config, session.paths, None, started=started)
     tuner = make_tuner(config, hypermodel, directory=session.paths.root, on_trial_done=progress,
-                       trial_limit=trial_limit, initial_values=initial_values(session.initial))
+                       trial_limit=trial_limit, initial_values=initial_values(session.initial),
+                       process_started=process_started)
     progress.planned = planned_trials(tuner)
     progress.planned_epochs = planned_epochs(tuner, config.oracle.trial_epochs)
     if config.budget is not None:  # a comparison's repeat ends on its budget: the raised oracle limit is no plan
@@ -283,14 +287,16 @@ def run_search(session: Session, tuner: Any, *, fit_verbose: int = 0) -> None:
 
 
 def run_here(config: StudyConfig, *, fit_verbose: int = 0, trial_limit: int | None = None, announce: bool = True,
-             started: float | None = None) -> StudyOutcome:
+             started: float | None = None, process_started: float | None = None) -> StudyOutcome:
     """Prepare, build, search and conclude in this process, stopping after ``trial_limit`` trials.
 
     ``announce=False`` leaves the closing summary to the caller (a parent process that ran several parts);
-    ``started`` is the wall-clock start of the whole search, for the progress lines' elapsed time.
+    ``started`` is the wall-clock start of the whole search, for the progress lines' elapsed time;
+    ``process_started`` where the first trial's wall time starts (default: now, so it includes ``prepare``).
     """
+    process_started = time.time() if process_started is None else process_started
     session = prepare(config)
-    tuner, planned = build_tuner(session, trial_limit=trial_limit, started=started)
+    tuner, planned = build_tuner(session, trial_limit=trial_limit, started=started, process_started=process_started)
     update_state(session.paths, status="running", started=utc_now(), planned_trials=planned)
     run_search(session, tuner, fit_verbose=fit_verbose)
     return conclude(session, tuner, planned, announce=announce)
