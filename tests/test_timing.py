@@ -44,7 +44,8 @@ def test_deferred_checkpoints_change_no_score_and_the_timings_add_up(sample_data
     assert deferred["score"].tolist() == pytest.approx(every["score"].tolist(), abs=1e-6)
     assert deferred["epochs_run"].tolist() == every["epochs_run"].tolist()
     kept = sorted(p.relative_to(deferred_dir) for p in deferred_dir.glob("tuner/trial_*/checkpoint.weights.h5"))
-    assert kept and kept == sorted(p.relative_to(every_dir) for p in every_dir.glob("tuner/trial_*/checkpoint.weights.h5"))
+    assert kept == sorted(p.relative_to(every_dir) for p in every_dir.glob("tuner/trial_*/checkpoint.weights.h5"))
+    assert kept, "the best trials keep their checkpoints"
     for path in kept:
         a, b = _weights(deferred_dir / path), _weights(every_dir / path)
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), f"{path} holds other weights"

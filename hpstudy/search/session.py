@@ -149,18 +149,23 @@ def prepare(config: StudyConfig, *, chief: bool = True) -> Session:
     from hpstudy.data.leak import check_leaks
 
     paths = StudyPaths(config.study_dir)
-    source = resolve_source(config.data, positive_class=config.positive_class)
+    # a resumed study (or the next process of trials_per_process) need not decode its images again, nor look
+    # for leaks again, when they are the bytes the first run checked (same fingerprint)
+    checked = (read_frozen(paths) or {}).get("data_fingerprint")
+    source = resolve_source(config.data, positive_class=config.positive_class, verified_fingerprint=checked)
+    fingerprint = source.fingerprint(splits=("train", "val"))
     if chief:
         paths.root.mkdir(parents=True, exist_ok=True)
         remove_orphaned_temporaries(paths.root)  # e.g. a finished trial's file whose rewrite was killed
     check_tuner_files(paths.tuner_dir)
     initial = resolve_initial(config, paths) if chief else []  # the oracle (the chief's) hands them out
-    freeze_or_check(config, paths, source.fingerprint(splits=("train", "val")), write=chief)
+    freeze_or_check(config, paths, fingerprint, write=chief)
     if chief:
         save_initial(paths, config, initial)
     finished_before = chief and read_state(paths).get("status") == "finished"
     if chief:
-        check_leaks(source, severity=config.leak_check, out_csv=paths.leaks_csv, splits=("train", "val"))
+        check_leaks(source, severity=config.leak_check, out_csv=paths.leaks_csv, splits=("train", "val"),
+                    reuse=fingerprint == checked)
     from hpstudy.data.prepare import prepare_data  # imports TensorFlow
 
     seed_everything(config.seed, deterministic=config.deterministic)
