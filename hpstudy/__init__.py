@@ -39,6 +39,7 @@ _LAZY = {
     "load_trials": "hpstudy.trials",
     "trials_frame": "hpstudy.trials",
     "best_trial": "hpstudy.trials",
+    "useful_fraction": "hpstudy.trials",
     "boundary_flags": "hpstudy.boundary",
     "hyperparameter_importance": "hpstudy.report.importance",
     "confirm_study": "hpstudy.selection",

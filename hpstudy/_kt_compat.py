@@ -24,8 +24,10 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+import keras
 import keras_tuner as kt
 
 from hpstudy._io import atomic_path
@@ -91,23 +93,118 @@ def make_state_writes_atomic() -> None:
 
 # --------------------------------------------------------------------------- tuner hooks
 class TunerHooks:
-    """Mixin for a Keras Tuner tuner: the two private hooks hpstudy overrides.
+    """Mixin for a Keras Tuner tuner: the private hooks hpstudy overrides.
 
     * Building a Hyperband continuation loads its parent's weights into a model whose optimizer is not
       built yet; Keras warns that it skips the optimizer state. That is Keras Tuner's design (the
       optimizer restarts), so the warning is silenced.
     * Keras Tuner imports tensorboard in every trial, but TensorFlow >= 2.20 no longer installs it:
       the TensorBoard set-up only runs when a TensorBoard callback was asked for.
+    * With a ``trial_clock`` (``hpstudy.search.timing.TrialClock``) the model build and the checkpoint
+      writes are timed (``build_s``, ``checkpoint_s``).
+    * With ``defer_checkpoints`` the best epoch's weights are kept in memory and written once when the
+      ``fit`` ends, instead of at every improving epoch (``BestEpochCheckpoint``).
     """
 
+    trial_clock: Any = None
+    defer_checkpoints: bool = False
+
     def _build_hypermodel(self, hp: Any) -> Any:
-        with warnings.catch_warnings():
+        with _measured(self.trial_clock, "build_s"), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             return super()._build_hypermodel(hp)  # type: ignore[misc]
 
     def _configure_tensorboard_dir(self, callbacks: list[Any], trial: Any, execution: int = 0) -> None:
         if any(cb.__class__.__name__ == "TensorBoard" for cb in callbacks):
             super()._configure_tensorboard_dir(callbacks, trial, execution)  # type: ignore[misc]
+
+    def _build_and_fit_model(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["callbacks"] = [_wrapped_checkpoint(cb, self.trial_clock, self.defer_checkpoints)
+                               for cb in kwargs.get("callbacks") or []]
+        return super()._build_and_fit_model(trial, *args, **kwargs)  # type: ignore[misc]
+
+
+@contextmanager
+def _measured(clock: Any, part: str) -> Iterator[None]:
+    if clock is None:
+        yield
+        return
+    with clock.measure(part):
+        yield
+
+
+def _wrapped_checkpoint(callback: Any, clock: Any, defer: bool) -> Any:
+    """Keras Tuner's ``SaveBestEpoch`` of a trial wrapped once (its executions share it); others as they are."""
+    from keras_tuner.src.engine import tuner_utils
+
+    if not isinstance(callback, tuner_utils.SaveBestEpoch):
+        return callback
+    wrapper = getattr(callback, "_hpstudy_wrapper", None)
+    if wrapper is None:
+        wrapper = BestEpochCheckpoint(callback, clock=clock, defer=defer)
+        callback._hpstudy_wrapper = wrapper
+    return wrapper
+
+
+def _saved_variables(model: Any) -> list[Any]:
+    """What ``model.save_weights`` writes: the layers' variables and the optimizer's (not the metrics')."""
+    optimizer = getattr(model, "optimizer", None)
+    return [*model.weights, *(optimizer.variables if optimizer is not None else [])]
+
+
+class BestEpochCheckpoint(keras.callbacks.Callback):
+    """Keras Tuner's ``SaveBestEpoch`` (weights at the best epoch so far, for Hyperband continuations and
+    finalize), timed, and with ``defer`` written once per ``fit`` instead of at every improving epoch.
+
+    Deferred, an improving epoch copies the variables ``save_weights`` writes into memory (milliseconds for
+    the models searched here); when the ``fit`` ends those values are put back for the one write, then
+    the model's own values are restored. Nobody reads the file while the trial runs (a continuation or
+    finalize reads it after the trial has ended; a trial killed midway is run again from the start), and
+    the file holds the same values either way.
+    """
+
+    def __init__(self, original: Any, *, clock: Any, defer: bool) -> None:
+        super().__init__()
+        self.original, self.clock, self.defer = original, clock, defer
+        self._pending: list[Any] | None = None
+
+    def set_model(self, model: Any) -> None:
+        super().set_model(model)
+        self.original.set_model(model)
+
+    def set_params(self, params: Any) -> None:
+        super().set_params(params)
+        self.original.set_params(params)
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        with _measured(self.clock, "checkpoint_s"):
+            if not self.defer:
+                self.original.on_epoch_end(epoch, logs)
+            elif self._improved(logs):
+                self._pending = [variable.numpy() for variable in _saved_variables(self.model)]
+
+    def _improved(self, logs: Any) -> bool:
+        objective = self.original.objective
+        if not objective.has_value(logs):  # SaveBestEpoch then saves every epoch
+            return True
+        value = objective.get_value(logs)
+        if objective.better_than(value, self.original.best_value):
+            self.original.best_value = value
+            return True
+        return False
+
+    def on_train_end(self, logs: Any = None) -> None:
+        if self._pending is None:
+            return
+        with _measured(self.clock, "checkpoint_s"):
+            variables = _saved_variables(self.model)
+            current = [variable.numpy() for variable in variables]
+            for variable, value in zip(variables, self._pending):
+                variable.assign(value)
+            self.original._save_model()
+            for variable, value in zip(variables, current):
+                variable.assign(value)
+        self._pending = None
 
 
 def is_worker(tuner: Any) -> bool:

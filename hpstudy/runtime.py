@@ -6,12 +6,14 @@ import logging
 import os
 import platform
 import random
+import time
 from importlib import metadata
 from typing import Any
 
 import numpy as np
 
-__all__ = ["seed_everything", "configure_devices", "package_versions", "quiet_tensorflow", "resident_mib"]
+__all__ = ["seed_everything", "configure_devices", "package_versions", "quiet_tensorflow", "resident_mib",
+           "process_start_time"]
 
 log = logging.getLogger("hpstudy")
 
@@ -85,3 +87,19 @@ def resident_mib() -> float | None:
     except OSError:
         pass
     return None
+
+
+def process_start_time() -> float | None:
+    """When this process started, as ``time.time()`` (Linux: ``/proc``; else None).
+
+    A child process of ``trials_per_process`` counts its start (Python, TensorFlow import, data check) in
+    the wall time of its first trial.
+    """
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat:
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks
+        with open("/proc/uptime", encoding="ascii") as uptime:
+            since_boot = float(uptime.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - max(since_boot - ticks / os.sysconf("SC_CLK_TCK"), 0.0)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hpstudy._io import format_duration
 from hpstudy._log import quieted
 from hpstudy.boundary import boundary_flags, boundary_lines, settled_sentence
 from hpstudy.config import StudyConfig, resolve_config, stage_config
@@ -24,7 +25,7 @@ from hpstudy.records import read_initial_record, read_state, study_lock
 from hpstudy.runtime import quiet_tensorflow
 from hpstudy.search.session import StudyOutcome
 from hpstudy.selection import status_lines as selection_lines
-from hpstudy.trials import load_trials, write_trials_csv
+from hpstudy.trials import load_trials, useful_fraction, write_trials_csv
 
 __all__ = ["StudyOutcome", "run_study", "export_trials", "study_status"]
 
@@ -129,6 +130,7 @@ def study_status(config: StudyConfig | str | Path, *, top: int = 5) -> str:
     lines = [f"Study '{config.name}' [{state.get('status', '?')}] at {paths.root}",
              f"trials: {len(table)}{f' of {planned} planned' if planned else ''}; "
              + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))]
+    lines.extend(_useful_work_lines(table))
     done = table[table["status"] == "COMPLETED"].sort_values(
         "score", ascending=config.objective.direction == "min").head(top)
     if not done.empty:
@@ -142,6 +144,16 @@ def study_status(config: StudyConfig | str | Path, *, top: int = 5) -> str:
     lines.extend(_settled_lines(state, config, flags))
     lines.extend(selection_lines(paths))
     return "\n".join(lines)
+
+
+def _useful_work_lines(table: Any) -> list[str]:
+    """One line: the share of the trials' wall time spent inside their epochs (none for untimed trials)."""
+    fraction = useful_fraction(table)
+    if fraction is None:
+        return []
+    wall = float(table["wall_s"].sum())
+    return [f"useful work: {fraction:.2f} of {format_duration(wall)} trial wall time in epochs (less tracing); "
+            "the rest is process start, model build, tracing and checkpoints (trials.csv: useful_s, overhead_s)"]
 
 
 def _warm_start_lines(paths: StudyPaths) -> list[str]:

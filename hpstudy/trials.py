@@ -6,9 +6,14 @@ and ``history.csv`` (one row per epoch). ``trials_frame`` flattens them into one
 a fixed column order::
 
     trial_id, status, score, best_epoch, epochs_run, seconds, hp_<name>..., <metric>..., val_<metric>...,
-    hb_bracket, hb_round, hb_epochs, hb_initial_epoch, hb_parent, message, pid, rss_mib
+    hb_bracket, hb_round, hb_epochs, hb_initial_epoch, hb_parent, message, pid, rss_mib,
+    wall_s, useful_s, overhead_s, start_s, build_s, trace_s, checkpoint_s
 
 ``pid`` is the process that ran the trial and ``rss_mib`` its resident memory after the trial's cleanup.
+``wall_s`` is the trial's share of its process's time (from the previous trial's end, or the process start,
+to its own end), ``useful_s`` the seconds inside its epochs less the tracing of the first steps, and
+``overhead_s = wall_s - useful_s``; ``start_s``, ``build_s``, ``trace_s`` and ``checkpoint_s`` are parts of
+the overhead (``hpstudy.search.timing``). A trial run before hpstudy measured them has them empty.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ from hpstudy._io import atomic_path, read_json
 from hpstudy.errors import StudyError
 from hpstudy.paths import ORACLE_FILE, TRIAL_FILE, TRIAL_META_FILE, StudyPaths
 
-__all__ = ["BASE_COLUMNS", "trials_frame", "write_trials_csv", "load_trials", "best_trial", "completed_trials",
-           "check_tuner_files", "ranked_trials", "trial_hyperparameters"]
+__all__ = ["BASE_COLUMNS", "TIMING_COLUMNS", "trials_frame", "write_trials_csv", "load_trials", "best_trial",
+           "completed_trials", "check_tuner_files", "ranked_trials", "trial_hyperparameters", "useful_fraction"]
 
 BASE_COLUMNS = ("trial_id", "status", "score", "best_epoch", "epochs_run", "seconds")
 # Which process ran the trial and its resident memory after the trial's cleanup (a leak climbs).
 _PROCESS_COLUMNS = ("pid", "rss_mib")
+# Where the trial's wall time went (hpstudy.search.timing writes them under "timing" in hpstudy_trial.json).
+TIMING_COLUMNS = ("wall_s", "useful_s", "overhead_s", "start_s", "build_s", "trace_s", "checkpoint_s")
 _METRIC_ORDER = ("loss", "accuracy", "auc", "precision", "recall")
 _HYPERBAND_KEYS = {
     "tuner/bracket": "hb_bracket",
@@ -61,6 +68,8 @@ def _trial_row(trial_dir: Path) -> dict[str, Any] | None:
             row[column] = values[key]
     row["message"] = _short_message(trial.get("message"))
     row.update({column: meta.get(column) for column in _PROCESS_COLUMNS})
+    timing = meta.get("timing") or {}
+    row.update({column: timing.get(column) for column in TIMING_COLUMNS})
     return row
 
 
@@ -83,10 +92,11 @@ def _ordered_columns(rows: list[dict[str, Any]], hp_names: Sequence[str] | None)
     present = {key for row in rows for key in row}
     hp_cols = [f"hp_{n}" for n in (hp_names or [])]
     hp_cols += sorted(c for c in present if c.startswith("hp_") and c not in hp_cols)
-    fixed = set(BASE_COLUMNS) | set(hp_cols) | set(_HYPERBAND_KEYS.values()) | {"message", *_PROCESS_COLUMNS}
+    fixed = (set(BASE_COLUMNS) | set(hp_cols) | set(_HYPERBAND_KEYS.values()) | {"message", *_PROCESS_COLUMNS}
+             | set(TIMING_COLUMNS))
     metrics = sorted((c for c in present if c not in fixed), key=_metric_sort_key)
     hyperband = [c for c in _HYPERBAND_KEYS.values() if c in present]
-    return [*BASE_COLUMNS, *hp_cols, *metrics, *hyperband, "message", *_PROCESS_COLUMNS]
+    return [*BASE_COLUMNS, *hp_cols, *metrics, *hyperband, "message", *_PROCESS_COLUMNS, *TIMING_COLUMNS]
 
 
 def trials_frame(tuner_dir: str | Path, *, hp_names: Sequence[str] | None = None) -> pd.DataFrame:
@@ -230,3 +240,19 @@ def trial_hyperparameters(paths: StudyPaths, trial_id: str) -> dict[str, Any]:
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise StudyError(f"cannot read the hyperparameters of trial {trial_id} from {trial_json}: {exc}") from exc
     return {k: v for k, v in values.items() if not k.startswith("tuner/")}
+
+
+def useful_fraction(trials: pd.DataFrame) -> float | None:
+    """The study's useful-work fraction: seconds inside the trials' epochs (less tracing) over the trials' wall time.
+
+    The trials' wall times tile the time of the processes that ran them (process start included), so this is
+    the share of the search's time that trained or validated a model. None when no trial has timings (a study
+    run before hpstudy measured them).
+    """
+    if "wall_s" not in trials.columns or "useful_s" not in trials.columns:
+        return None
+    timed = trials[pd.to_numeric(trials["wall_s"], errors="coerce").notna()]
+    wall = pd.to_numeric(timed["wall_s"]).sum()
+    if timed.empty or wall <= 0:
+        return None
+    return float(pd.to_numeric(timed["useful_s"], errors="coerce").fillna(0).sum() / wall)

@@ -14,7 +14,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpstudy.data.discover import SPLITS, DataSource, discover, read_image
+from hpstudy.data.discover import SPLITS, TRAINING_SPLITS, DataSource, discover, read_image, resolve_source
 from hpstudy.errors import DataError
 
 CLASSES = ("covid", "normal")
@@ -192,6 +192,17 @@ def test_bad_files_are_all_listed_in_one_error(sample_data: Path, tmp_path: Path
     with pytest.raises(DataError, match=r"1 file\(s\)") as partial:
         discover(root, verify=("train",))
     assert "corrupt.png" in str(partial.value) and "empty.png" not in str(partial.value)
+
+
+def test_images_with_an_already_verified_fingerprint_are_not_decoded_again(sample_data: Path, tmp_path: Path) -> None:
+    root = copy_sample(sample_data, tmp_path / "data")
+    (root / "train/covid/empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match="empty.png: empty file"):
+        resolve_source(root)
+    fingerprint = discover(root, verify=False).fingerprint(splits=TRAINING_SPLITS)
+    assert len(resolve_source(root, verified_fingerprint=fingerprint).records) == 13, "vouched for: not decoded"
+    with pytest.raises(DataError, match="empty.png: empty file"):
+        resolve_source(root, verified_fingerprint="0" * 64)  # other bytes than those verified: decoded again
 
 
 def test_read_image_names_the_file(tmp_path: Path) -> None:

@@ -78,6 +78,23 @@ def test_warn_writes_the_csv_and_warns(leaky: DataSource, tmp_path: Path) -> Non
     pd.testing.assert_frame_equal(pd.read_csv(out), leaks)
 
 
+def test_reuse_reads_the_pairs_of_the_earlier_check_and_still_reports_them(leaky: DataSource, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "leaks.csv"
+    with pytest.warns(LeakWarning):
+        first = check_leaks(leaky, out_csv=out)
+    monkeypatch.setattr("hpstudy.data.leak.find_leaks", lambda *a, **k: pytest.fail("reuse must not look again"))
+    with pytest.warns(LeakWarning, match=r"2 image pair\(s\)"):
+        again = check_leaks(leaky, out_csv=out, reuse=True)
+    pd.testing.assert_frame_equal(again, first)
+    with pytest.raises(LeakError, match=r"2 image pair\(s\)"):
+        check_leaks(leaky, severity="error", out_csv=out, reuse=True)
+    monkeypatch.undo()
+    out.write_text("not,a,leak,table\n")  # unreadable as one: looked for again
+    with pytest.warns(LeakWarning):
+        pd.testing.assert_frame_equal(check_leaks(leaky, out_csv=out, reuse=True), first)
+
+
 def test_error_raises_with_the_pairs(leaky: DataSource) -> None:
     with pytest.raises(LeakError, match=rf"2 image pair\(s\).*{EXACT[0]} = {EXACT[1]}.*planted_near\.jpg"):
         check_leaks(leaky, severity="error")

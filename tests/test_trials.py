@@ -11,7 +11,15 @@ import pytest
 from hpstudy.boundary import boundary_flags
 from hpstudy.config import parse_search_space
 from hpstudy.errors import StudyError
-from hpstudy.trials import BASE_COLUMNS, best_trial, load_trials, trials_frame, write_trials_csv
+from hpstudy.trials import (
+    BASE_COLUMNS,
+    TIMING_COLUMNS,
+    best_trial,
+    load_trials,
+    trials_frame,
+    useful_fraction,
+    write_trials_csv,
+)
 
 SPACE = parse_search_space({
     "family": "baseline_cnn",
@@ -59,8 +67,23 @@ def test_trials_frame_has_fixed_column_order_and_one_row_per_trial(tuner_dir: Pa
     assert hp_columns == [f"hp_{n}" for n in SPACE.names]
     metric_columns = frame.columns[6 + len(hp_columns):].tolist()
     assert metric_columns[:4] == ["loss", "auc", "val_loss", "val_auc"]
-    assert metric_columns[-5:] == ["hb_bracket", "hb_round", "message", "pid", "rss_mib"]
+    assert metric_columns[-12:] == ["hb_bracket", "hb_round", "message", "pid", "rss_mib", *TIMING_COLUMNS]
     assert frame.loc[frame.trial_id == "0001", "status"].item() == "FAILED"
+
+
+def test_timing_columns_come_from_the_trial_metadata_and_give_the_useful_fraction(tmp_path: Path) -> None:
+    timing = {"wall_s": 10.0, "useful_s": 6.0, "overhead_s": 4.0, "start_s": 1.0, "build_s": 0.5, "trace_s": 2.0,
+              "checkpoint_s": 0.1}
+    _write_trial(tmp_path / "t", "0", score=0.8, meta={"seconds": 9.0, "timing": timing})
+    _write_trial(tmp_path / "t", "1", score=0.7, meta={"seconds": 4.0, "timing": {**timing, "wall_s": 6.0,
+                                                                                   "useful_s": 1.0}})
+    _write_trial(tmp_path / "t", "2", score=0.6, meta={"seconds": 4.0})  # measured before the timings existed
+    frame = trials_frame(tmp_path / "t")
+    assert frame.loc[0, list(TIMING_COLUMNS)].tolist() == [timing[c] for c in TIMING_COLUMNS]
+    assert frame["wall_s"].isna().tolist() == [False, False, True]
+    assert useful_fraction(frame) == pytest.approx(7.0 / 16.0), "sum useful over sum wall, untimed trials left out"
+    assert useful_fraction(frame.drop(columns=["wall_s"])) is None
+    assert useful_fraction(frame.iloc[2:]) is None
 
 
 def test_write_and_load_round_trip_keeps_trial_ids_as_text(tuner_dir: Path, tmp_path: Path) -> None:

@@ -99,7 +99,8 @@ def find_leaks(source: DataSource, *, near_threshold: int = DEFAULT_NEAR_THRESHO
 
 
 def check_leaks(source: DataSource, *, severity: str = "warn", out_csv: str | Path | None = None,
-                near_threshold: int = DEFAULT_NEAR_THRESHOLD, splits: Iterable[str] | None = None) -> pd.DataFrame:
+                near_threshold: int = DEFAULT_NEAR_THRESHOLD, splits: Iterable[str] | None = None,
+                reuse: bool = False) -> pd.DataFrame:
     """Find cross-split leaks, save them, and warn or fail according to ``severity``.
 
     Args:
@@ -108,6 +109,9 @@ def check_leaks(source: DataSource, *, severity: str = "warn", out_csv: str | Pa
         out_csv: where the leak table is written atomically, header included even when empty.
         near_threshold: see ``find_leaks``.
         splits: see ``find_leaks``.
+        reuse: read the pairs from an existing ``out_csv`` instead of searching again (the caller vouches
+            that the images are those it was written for, e.g. by their fingerprint); they are still
+            reported as ``severity`` says.
 
     Returns:
         The ``find_leaks`` frame (empty when severity is "off").
@@ -116,8 +120,20 @@ def check_leaks(source: DataSource, *, severity: str = "warn", out_csv: str | Pa
         ConfigError: unknown severity.
         LeakError: leaks found and severity is "error".
     """
-    return _checked(severity, lambda: find_leaks(source, near_threshold=near_threshold, splits=splits), out_csv,
-                    what="appear in more than one split", remedy="remove or move these images")
+    def find() -> pd.DataFrame:
+        known = _read_pairs(out_csv) if reuse and out_csv is not None else None
+        return known if known is not None else find_leaks(source, near_threshold=near_threshold, splits=splits)
+
+    return _checked(severity, find, out_csv, what="appear in more than one split", remedy="remove or move these images")
+
+
+def _read_pairs(path: str | Path) -> pd.DataFrame | None:
+    """A leak table written by ``check_leaks`` (None when missing or not one)."""
+    try:
+        table = pd.read_csv(path, dtype={"distance": "int64"})
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return None
+    return table if list(table.columns) == list(LEAK_COLUMNS) else None
 
 
 def find_external_leaks(source: DataSource, external: DataSource, *, name: str,

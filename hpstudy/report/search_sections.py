@@ -19,6 +19,7 @@ from hpstudy.report.compare import compare_oracles
 from hpstudy.report.document import Block, Figure, Note, Para, Section, Table
 from hpstudy.report.figures import plot_best_so_far, plot_hyperparameters, plot_learning_curves
 from hpstudy.report.runs import StudyRun
+from hpstudy.trials import useful_fraction
 
 __all__ = ["data_section", "search_section", "key_value_table", "chain_sentence"]
 
@@ -180,7 +181,15 @@ def _progress_sentence(run: StudyRun) -> str:
     parts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())) or "none"
     of = f" of {planned} planned" if planned else ""
     return (f"Status: {status}. {len(trials)} trial(s){of} ({parts}); "
-            f"{format_duration(float(seconds))} of training in all.")
+            f"{format_duration(float(seconds))} of training in all.{_useful_sentence(trials)}")
+
+
+def _useful_sentence(trials: pd.DataFrame) -> str:
+    fraction = useful_fraction(trials) if not trials.empty else None
+    if fraction is None:
+        return ""
+    return (f" Useful-work fraction: {fraction:.2f} (seconds inside the epochs, less tracing, over the trials' wall "
+            "time; the rest is process start, model build, tracing and checkpoints).")
 
 
 def _display_trials(frame: pd.DataFrame) -> pd.DataFrame:

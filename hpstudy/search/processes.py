@@ -30,6 +30,7 @@ from hpstudy import _log, errors
 from hpstudy._io import atomic_write_json, read_json
 from hpstudy.config import StudyConfig
 from hpstudy.errors import HpstudyError, StudyError
+from hpstudy.runtime import process_start_time
 from hpstudy.search.session import StudyOutcome, run_here, summary_text
 
 __all__ = ["run_in_processes", "child_environment"]
@@ -122,7 +123,7 @@ def _child(argv: list[str]) -> int:
     config = pickle.loads(Path(request).read_bytes())
     try:
         outcome = run_here(config, fit_verbose=int(fit_verbose), trial_limit=config.trials_per_process, announce=False,
-                           started=float(started))
+                           started=float(started), process_started=process_start_time())
     except HpstudyError as exc:
         atomic_write_json(result, {"error": {"type": type(exc).__name__, "message": str(exc)}})
         return 1

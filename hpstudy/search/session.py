@@ -149,18 +149,23 @@ def prepare(config: StudyConfig, *, chief: bool = True) -> Session:
     from hpstudy.data.leak import check_leaks
 
     paths = StudyPaths(config.study_dir)
-    source = resolve_source(config.data, positive_class=config.positive_class)
+    # a resumed study (or the next process of trials_per_process) need not decode its images again, nor look
+    # for leaks again, when they are the bytes the first run checked (same fingerprint)
+    checked = (read_frozen(paths) or {}).get("data_fingerprint")
+    source = resolve_source(config.data, positive_class=config.positive_class, verified_fingerprint=checked)
+    fingerprint = source.fingerprint(splits=("train", "val"))
     if chief:
         paths.root.mkdir(parents=True, exist_ok=True)
         remove_orphaned_temporaries(paths.root)  # e.g. a finished trial's file whose rewrite was killed
     check_tuner_files(paths.tuner_dir)
     initial = resolve_initial(config, paths) if chief else []  # the oracle (the chief's) hands them out
-    freeze_or_check(config, paths, source.fingerprint(splits=("train", "val")), write=chief)
+    freeze_or_check(config, paths, fingerprint, write=chief)
     if chief:
         save_initial(paths, config, initial)
     finished_before = chief and read_state(paths).get("status") == "finished"
     if chief:
-        check_leaks(source, severity=config.leak_check, out_csv=paths.leaks_csv, splits=("train", "val"))
+        check_leaks(source, severity=config.leak_check, out_csv=paths.leaks_csv, splits=("train", "val"),
+                    reuse=fingerprint == checked)
     from hpstudy.data.prepare import prepare_data  # imports TensorFlow
 
     seed_everything(config.seed, deterministic=config.deterministic)
@@ -194,9 +199,12 @@ def search_callbacks(config: StudyConfig, paths: StudyPaths) -> list[Any]:
     return callbacks
 
 
-def build_tuner(session: Session, *, trial_limit: int | None = None,
-                started: float | None = None) -> tuple[Any, int | None]:
-    """Create (or reload) the study's tuner with a progress line per trial; returns ``(tuner, planned trials)``."""
+def build_tuner(session: Session, *, trial_limit: int | None = None, started: float | None = None,
+                process_started: float | None = None) -> tuple[Any, int | None]:
+    """Create (or reload) the study's tuner with a progress line per trial; returns ``(tuner, planned trials)``.
+
+    ``process_started`` (``time.time()``): where the first trial's wall time starts (default: the search).
+    """
     from hpstudy import _kt_compat
     from hpstudy.models import build_hypermodel
     from hpstudy.search.tuners import make_tuner, planned_epochs, planned_trials
@@ -208,7 +216,8 @@ def build_tuner(session: Session, *, trial_limit: int | None = None,
         jit_compile=config.jit_compile)
     progress = Progress(config, session.paths, None, started=started)
     tuner = make_tuner(config, hypermodel, directory=session.paths.root, on_trial_done=progress,
-                       trial_limit=trial_limit, initial_values=initial_values(session.initial))
+                       trial_limit=trial_limit, initial_values=initial_values(session.initial),
+                       process_started=process_started)
     progress.planned = planned_trials(tuner)
     progress.planned_epochs = planned_epochs(tuner, config.oracle.trial_epochs)
     if config.budget is not None:  # a comparison's repeat ends on its budget: the raised oracle limit is no plan
@@ -283,14 +292,16 @@ def run_search(session: Session, tuner: Any, *, fit_verbose: int = 0) -> None:
 
 
 def run_here(config: StudyConfig, *, fit_verbose: int = 0, trial_limit: int | None = None, announce: bool = True,
-             started: float | None = None) -> StudyOutcome:
+             started: float | None = None, process_started: float | None = None) -> StudyOutcome:
     """Prepare, build, search and conclude in this process, stopping after ``trial_limit`` trials.
 
     ``announce=False`` leaves the closing summary to the caller (a parent process that ran several parts);
-    ``started`` is the wall-clock start of the whole search, for the progress lines' elapsed time.
+    ``started`` is the wall-clock start of the whole search, for the progress lines' elapsed time;
+    ``process_started`` where the first trial's wall time starts (default: now, so it includes ``prepare``).
     """
+    process_started = time.time() if process_started is None else process_started
     session = prepare(config)
-    tuner, planned = build_tuner(session, trial_limit=trial_limit, started=started)
+    tuner, planned = build_tuner(session, trial_limit=trial_limit, started=started, process_started=process_started)
     update_state(session.paths, status="running", started=utc_now(), planned_trials=planned)
     run_search(session, tuner, fit_verbose=fit_verbose)
     return conclude(session, tuner, planned, announce=announce)

@@ -27,6 +27,7 @@ from hpstudy._io import atomic_path, atomic_write_json, read_json
 from hpstudy.models.training import history_frame
 from hpstudy.paths import HISTORY_FILE, ORACLE_FILE, TRIAL_META_FILE
 from hpstudy.runtime import resident_mib
+from hpstudy.search.timing import EpochTimer, TrialClock
 
 __all__ = ["TUNERS", "make_tuner", "trial_seed", "repair_reloaded_oracle", "planned_trials", "planned_epochs",
            "KEEP_BEST_CHECKPOINTS", "best_completed_trials"]
@@ -36,6 +37,9 @@ log = logging.getLogger("hpstudy")
 # The best completed trials keep their checkpoint (weights at the best epoch): finalize restores the best one
 # to choose a threshold on validation predictions of a model trained on the training split only.
 KEEP_BEST_CHECKPOINTS = 3
+# Keep a trial's best-epoch weights in memory and write its checkpoint once, when its fit ends (False: at every
+# improving epoch, as Keras Tuner does). The file holds the same weights; tests switch it off to compare scores.
+DEFER_CHECKPOINTS = True
 
 
 def trial_seed(base_seed: int, trial_id: str) -> int:
@@ -68,8 +72,14 @@ class _StudyTunerMixin(compat.TunerHooks):
 
     def __init__(self, *args: Any, base_seed: int = 0, keep_checkpoints: bool = False,
                  on_trial_done: Callable[[Any, Any], None] | None = None, trial_limit: int | None = None,
-                 budget: Any = None, **kwargs: Any) -> None:
+                 budget: Any = None, process_started: float | None = None, **kwargs: Any) -> None:
         self._base_seed = base_seed
+        self.trial_clock = TrialClock()
+        self.defer_checkpoints = DEFER_CHECKPOINTS
+        # wall-clock time (time.time()) since which the next trial's wall time counts: the process start for
+        # its first trial (None: when search() is called), then the end of the previous trial
+        self._since = process_started
+        self._trial_started = 0.0
         self.budget = budget  # a config.SearchBudget (a repeated comparison's equal budget) or None
         self.budget_reached = False
         self._keep_checkpoints = keep_checkpoints
@@ -85,6 +95,8 @@ class _StudyTunerMixin(compat.TunerHooks):
         # Freezing what exists before the search keeps those scans to the trial's own objects (~ms).
         gc.collect()
         gc.freeze()
+        if self._since is None:
+            self._since = time.time()
         self.paused = self.budget_reached = False
         try:
             return super().search(*args, **kwargs)
@@ -125,6 +137,9 @@ class _StudyTunerMixin(compat.TunerHooks):
         keras.backend.clear_session()
         gc.collect()
         keras.utils.set_random_seed(trial_seed(self._base_seed, trial.trial_id))
+        self.trial_clock.reset()
+        self._trial_started = time.time()
+        kwargs["callbacks"] = [EpochTimer(self.trial_clock), *(kwargs.get("callbacks") or [])]
         start = time.perf_counter()
         histories = super().run_trial(trial, *args, **kwargs)
         self._record(trial, histories, time.perf_counter() - start)
@@ -153,17 +168,22 @@ class _StudyTunerMixin(compat.TunerHooks):
             self.drop_unneeded_checkpoints()  # the chief drops them
         keras.backend.clear_session()
         gc.collect()
-        self._record_memory(trial)
+        self._record_end(trial)
         if self.on_trial_done is not None:
             self.on_trial_done(self, trial)
 
-    def _record_memory(self, trial: Any) -> None:
-        """The process's resident memory after the trial's cleanup: a leak shows as a climb over trials."""
+    def _record_end(self, trial: Any) -> None:
+        """After the trial's cleanup: the process's resident memory (a leak shows as a climb over trials) and
+        where the trial's wall time went (``hpstudy.search.timing``)."""
+        now = time.time()
+        since = self._since if self._since is not None else self._trial_started
+        self._since = now
         path = Path(self.get_trial_dir(trial.trial_id)) / TRIAL_META_FILE
         meta = read_json(path, default=None)
         if not isinstance(meta, dict):  # a failed trial writes no metadata
             return
         meta["rss_mib"] = resident_mib()
+        meta["timing"] = self.trial_clock.record(wall_s=now - since, start_s=max(self._trial_started - since, 0.0))
         atomic_write_json(path, meta)
 
     def drop_unneeded_checkpoints(self) -> None:
@@ -228,13 +248,15 @@ TUNERS: dict[str, tuple[type, Callable[[Any], dict[str, Any]]]] = {
 
 def make_tuner(config: Any, hypermodel: kt.HyperModel, *, directory: Path, overwrite: bool = False,
                on_trial_done: Callable[[Any, Any], None] | None = None, trial_limit: int | None = None,
-               initial_values: Sequence[Mapping[str, Any]] = ()) -> kt.Tuner:
+               initial_values: Sequence[Mapping[str, Any]] = (), process_started: float | None = None) -> kt.Tuner:
     """Create (or reload, when the project exists) the tuner of a study's oracle, chosen by name.
 
     ``trial_limit`` stops ``search`` (``tuner.paused`` is then True) once this process has run that many
     trials; the oracle's state on disk lets a new process continue. A ``config.budget`` stops it
     (``tuner.budget_reached`` is then True) once the study's trials have spent that budget. ``initial_values``
     (complete configurations) are tried first, in order, those the oracle already holds excepted.
+    ``process_started`` (``time.time()`` of the process start) counts the process start in the first trial's
+    wall time (default: from when ``search`` is called).
     """
     tuner_class, oracle_kwargs = TUNERS[config.oracle.type]
     _mark_reloadable(Path(directory) / "tuner", overwrite)
@@ -252,6 +274,7 @@ def make_tuner(config: Any, hypermodel: kt.HyperModel, *, directory: Path, overw
         on_trial_done=on_trial_done,
         trial_limit=trial_limit,
         budget=getattr(config, "budget", None),
+        process_started=process_started,
         **oracle_kwargs(config.oracle),
     )
     _apply_budget(tuner.oracle, config.oracle)

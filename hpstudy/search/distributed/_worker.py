@@ -191,9 +191,10 @@ def _join(config: Any, heartbeat: _Heartbeat, host: str, port: int, connect_time
           fit_verbose: int) -> Any:
     import grpc
 
+    joined = time.time()  # the first trial's wall time counts from here (not from waiting for the chief)
     session = prepare(config, chief=False)
     compat.set_client_timeout(connect_timeout)
-    tuner, _ = build_tuner(session, trial_limit=config.trials_per_process or None)
+    tuner, _ = build_tuner(session, trial_limit=config.trials_per_process or None, process_started=joined)
     _attach(tuner, heartbeat, config.name)
     try:
         run_search(session, tuner, fit_verbose=fit_verbose)
