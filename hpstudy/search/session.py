@@ -261,26 +261,8 @@ def run_search(session: Session, tuner: Any, *, fit_verbose: int = 0) -> None:
     Raises:
         StudyError: too many consecutive failed trials.
     """
-    from hpstudy.data.pipeline import class_weights, make_dataset
-    from hpstudy.models import DatasetFactory
-
-    config, prepared = session.config, session.prepared
-
-    def train(batch_size: int) -> Any:
-        return make_dataset(prepared.x_train, prepared.y_train, batch_size=batch_size,
-                            normalizer=prepared.normalizer, training=True,
-                            augmentation=config.augmentation, seed=config.seed)
-
-    def val(batch_size: int) -> Any:
-        return make_dataset(prepared.x_val, prepared.y_val, batch_size=batch_size,
-                            normalizer=prepared.normalizer, training=False)
-
-    fit_kwargs: dict[str, Any] = {}
-    if config.class_weights:
-        fit_kwargs["class_weight"] = class_weights(prepared.y_train)
-    cached = session.cached
-    train_data, val_data = (cached.train, cached.val) if cached is not None else \
-        (DatasetFactory(train), DatasetFactory(val))
+    config = session.config
+    train_data, val_data, fit_kwargs = search_datasets(session)
     try:
         tuner.search(train_data, validation_data=val_data, epochs=config.oracle.trial_epochs,
                      callbacks=search_callbacks(config, session.paths), verbose=fit_verbose, **fit_kwargs)
