@@ -27,12 +27,27 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 MAX_EPOCHS, PATIENCE = 30, 5
-SPACE = {  # search_spaces/baseline_cnn.yaml, hand-written
-    "learning_rate": (1e-4, 1e-2), "batch_size": [16, 32, 64], "optimizer": ["adam", "sgd", "rmsprop", "adamw"],
-    "momentum": (0.8, 0.99), "weight_decay": (1e-5, 1e-2), "n_blocks": (2, 5), "base_filters": [8, 16, 32],
-    "kernel_size": [3, 5], "use_batchnorm": [True, False], "conv_dropout": (0.0, 0.3, 0.1), "n_dense": (1, 2),
-    "dense_units": [32, 64, 128, 256], "dropout": (0.0, 0.5, 0.1),
-}
+SPACE_FILE = Path(__file__).resolve().parents[1] / "search_spaces" / "baseline_cnn.yaml"
+
+
+def read_space(path: Path = SPACE_FILE) -> dict[str, Any]:
+    """The shipped space as the peers need it: a choice's values, or (low, high[, step]) of a range."""
+    import yaml
+
+    space = {}
+    for name, spec in yaml.safe_load(path.read_text())["hyperparameters"].items():
+        if spec["type"] == "choice":
+            space[name] = list(spec["values"])
+        elif spec["type"] == "bool":
+            space[name] = [True, False]
+        else:
+            space[name] = (float(spec["low"]), float(spec["high"])) + ((float(spec["step"]),) if "step" in spec else ())
+            if spec["type"] == "int":
+                space[name] = tuple(int(v) for v in space[name])
+    return space
+
+
+SPACE = read_space()  # the ranges hpstudy searches, so the race compares tools, not spaces
 
 
 def build_model(get: Any, size: int) -> keras.Model:
