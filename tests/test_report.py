@@ -549,3 +549,15 @@ def test_a_flag_only_at_a_hard_limit_reads_as_settled_not_as_widen(tmp_path: Pat
     section = text[text.index("#### Boundary check"):]
     assert "Ranges settled: no best value at an extendable range edge (kernel_size is at its hard limit 3)" in section
     assert "widen the range" not in section and "| kernel_size | low | 3 |" in section
+
+
+def test_the_search_section_states_the_useful_work_fraction_of_timed_trials(tmp_path: Path) -> None:
+    rows = [{**trial("0", 0.8, 10.0, 2), "wall_s": 10.0, "useful_s": 6.0},
+            {**trial("1", 0.9, 30.0, 3), "wall_s": 30.0, "useful_s": 27.0}]
+    timed = make_fake_study(tmp_path / "s", "timed", trials=rows, finalized=False, evaluated=False)
+    untimed = make_fake_study(tmp_path / "s", "untimed", finalized=False, evaluated=False)
+    text = write_report([timed, untimed], out_dir=tmp_path / "r").markdown.read_text()
+    timed_part, untimed_part = text[text.index("## Study: timed"):text.index("## Study: untimed")], \
+        text[text.index("## Study: untimed"):]
+    assert "Useful-work fraction: 0.82 (" in timed_part, "(6 + 27) / (10 + 30)"
+    assert "Useful-work fraction" not in untimed_part, "a study run before timings were recorded shows none"
