@@ -402,8 +402,10 @@ def resolve_source(data: str | Path | None, *, positive_class: str | None = None
 
 def check_fingerprint(source: DataSource, expected: str | None) -> None:
     """Refuse training/validation images other than those of fingerprint ``expected`` (None: no check)."""
+    if expected is None:
+        return
     found = source.fingerprint(splits=TRAINING_SPLITS)
-    if expected is not None and found != expected:
+    if found != expected:
         raise StudyError(f"the training/validation images at {source.root} are not the ones the search used "
                          f"(fingerprint {found[:12]}…, the search's {expected[:12]}…): pass --data with the "
                          "search's data")
